@@ -1,0 +1,6 @@
+# PLACEHOLDER until implemented
+BasicBlock = None
+Bottleneck = None
+ConvBNAct = None
+InceptionModule = None
+MLPConv = None

@@ -1,0 +1,3 @@
+# PLACEHOLDER until implemented
+Conv2d = None
+ConvTranspose2d = None

@@ -1,0 +1,4 @@
+# PLACEHOLDER until implemented
+PADDING_MODES = None
+Pad2d = None
+pad2d = None

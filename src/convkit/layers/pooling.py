@@ -1,0 +1,6 @@
+# PLACEHOLDER until implemented
+AvgPool2d = None
+GlobalAvgPool2d = None
+GlobalMaxPool2d = None
+MaxPool2d = None
+SumPool2d = None

@@ -1,0 +1,77 @@
+"""The uniform interface of every zoo model, after timm's.
+
+Every classifier in the zoo splits into a *body* that maps images to a feature map and a *head*
+that maps the feature map to class scores::
+
+    logits = model.forward_head(model.forward_features(images))
+
+so that inspection, explanation (Grad-CAM needs the last feature map), transfer learning (swap the
+head) and detection/segmentation backbones (keep the body) need no special case per model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ClassifierNet"]
+
+
+class ClassifierNet(nn.Module):
+    """Base class of the zoo's classifiers.
+
+    Subclasses implement :meth:`forward_features` and :meth:`forward_head`, and set:
+
+    * ``classifier_name``: dotted path of the final layer that maps features to classes
+      (``"fc"``, ``"classifier.6"``); :meth:`reset_classifier` replaces that layer.
+    * ``num_classes``: outputs of the head.
+    * ``num_features``: channels of the feature map that :meth:`forward_features` returns.
+    """
+
+    classifier_name: str = "fc"
+    num_classes: int
+    num_features: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(N, C, H, W)`` -> the last feature map ``(N, num_features, h, w)``."""
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> class scores ``(N, num_classes)``; with ``pre_logits`` the classifier's input."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The final layer that maps features to classes."""
+        return self.get_submodule(self.classifier_name)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final layer with a freshly initialised one for ``num_classes`` classes.
+
+        ``num_classes=0`` replaces it with ``nn.Identity``, so the model returns the classifier's input
+        (pooled features), as in timm. The new layer lives on the old one's device and dtype.
+
+        >>> model = create_model("resnet18")
+        >>> model.reset_classifier(10)
+        >>> model(torch.zeros(1, 3, 64, 64)).shape
+        torch.Size([1, 10])
+        """
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        old = self.get_classifier()
+        if num_classes == 0:
+            new: nn.Module = nn.Identity()
+        elif isinstance(old, nn.Linear):
+            new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+        elif isinstance(old, nn.Conv2d):  # NiN-style heads end in a convolution with one map per class
+            new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
+                            bias=old.bias is not None)
+        else:
+            raise TypeError(f"cannot reset a classifier of type {type(old).__name__} at {self.classifier_name!r}")
+        reference = next(old.parameters(), None)
+        if reference is not None and num_classes:
+            new = new.to(device=reference.device, dtype=reference.dtype)
+        self.set_submodule(self.classifier_name, new)
+        self.num_classes = num_classes

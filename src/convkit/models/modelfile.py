@@ -1,0 +1,4 @@
+# PLACEHOLDER until implemented
+ModelFileError = None
+load_model_file = None
+parse_model_file = None

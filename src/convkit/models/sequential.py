@@ -1,0 +1,2 @@
+# PLACEHOLDER until implemented
+Sequential = None
