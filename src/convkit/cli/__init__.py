@@ -1,1 +1,5 @@
-"""convkit.cli"""
+"""The ``convkit`` command line."""
+
+from convkit.cli.main import main
+
+__all__ = ["main"]
