@@ -1,1 +1,167 @@
-"""convkit.data"""
+"""convkit.data: datasets in memory on the training device, batched on-device augmentation, downloads.
+
+>>> from convkit.data import load_dataset, Augmenter, AugmentConfig
+>>> train = load_dataset("default")                          # 6,000 Fashion-MNIST images shipped with convkit
+>>> test = load_dataset("cifar10", "test", download=True)    # official source, checksummed
+>>> pets = load_dataset("photos/", image_size=(64, 64))     # one subfolder per class
+>>> for images, labels in train.to("cuda").batches(128, seed=0, epoch=0): ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from pathlib import Path
+
+from convkit.data.augment import (
+    AugmentConfig,
+    Augmenter,
+    affine_matrix,
+    channel_shift,
+    cutmix,
+    mixed_cross_entropy,
+    mixup,
+    random_affine,
+    random_crop,
+    random_erasing,
+    random_flip,
+    warp,
+)
+from convkit.data.cifar import find_layout, load_cifar, safe_unpickle
+from convkit.data.default import DEFAULT_NAME, load_default
+from convkit.data.download import download, extract_tar, file_digest
+from convkit.data.errors import DataFormatError, DatasetNotFoundError, DownloadError, LabelError
+from convkit.data.folder import ImageFileDataset, decode_image, load_files, read_csv, scan_folder
+from convkit.data.idx import find_idx_pair, load_idx_pair, read_idx, write_idx
+from convkit.data.named import ALIASES, REGISTRY, NamedDataset, load_named, resolve_name
+from convkit.data.tensor import EpochBatches, ImageTensorDataset, check_labels
+
+_TEST_FOLDERS = ("test", "val", "validation")
+
+
+def list_datasets() -> list[str]:
+    """The names `load_dataset` knows: the built-in subset and the downloadable datasets.
+
+    Example:
+        >>> list_datasets()   # ['default', 'mnist', 'fashion-mnist', 'cifar10', 'cifar100']
+    """
+    return ["default", *REGISTRY]
+
+
+def _whole_collection(path: Path, split: str) -> None:
+    # A CSV or a folder without train/test subfolders is one collection: returning it as the test split too
+    # would silently evaluate on the training data.
+    if split != "train":
+        raise DatasetNotFoundError(f"{path}: holds one collection, no separate {split!r} split; load it as "
+                                   "split='train' and hold out part of it (ImageTensorDataset.split), or give a "
+                                   "folder with train/ and test/ subfolders")
+
+
+def _load_idx_file(path: Path, split: str) -> ImageTensorDataset:
+    _whole_collection(path, split)
+    labels_path = path.with_name(path.name.replace("images", "labels").replace("idx3", "idx1"))
+    if labels_path == path or not labels_path.is_file():
+        raise DatasetNotFoundError(f"{path}: no labels file beside it (expected {labels_path.name})")
+    images, labels = load_idx_pair(path, labels_path)
+    return _idx_dataset(images, labels, labels_path, path.parent)
+
+
+def _idx_dataset(images, labels, labels_path: Path, folder: Path) -> ImageTensorDataset:
+    spec = resolve_name(folder.name)  # a folder named like a known dataset gets its class names
+    classes = list(spec.classes) if spec and spec.kind == "idx" else [str(i) for i in range(int(labels.max()) + 1)]
+    check_labels(labels, len(classes), str(labels_path))
+    return ImageTensorDataset(images, labels, classes, str(folder))
+
+
+def _load_folder(path: Path, split: str, **options) -> ImageTensorDataset | ImageFileDataset:
+    splits = {s: path / s for s in ("train", *_TEST_FOLDERS) if (path / s).is_dir()}
+    if splits:
+        names = ("train",) if split == "train" else _TEST_FOLDERS
+        folder = next((splits[s] for s in names if s in splits), None)
+        if folder is None:
+            raise DatasetNotFoundError(f"{path}: no {'/ or '.join(names)}/ subfolder for the {split!r} split")
+    else:
+        _whole_collection(path, split)
+        folder = path
+    samples, classes, empty = scan_folder(folder)
+    if empty:
+        warnings.warn(f"{folder}: class folder(s) without images: {', '.join(empty)} (their label numbers are "
+                      "kept; the model will never see an example of them)", stacklevel=3)
+    return load_files(samples, classes, str(folder), **options)
+
+
+def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir: str | os.PathLike | None = None,
+                 download: bool = False, *, channels: int | None = None, image_size: tuple[int, int] | None = None,
+                 classes: list[str] | None = None, memory_budget: int = 2 << 30,
+                 progress: bool = True) -> ImageTensorDataset | ImageFileDataset:
+    """Loads a dataset by name or path: in memory as uint8 (N, C, H, W), or streaming if too large.
+
+    Accepted: "default" (the built-in Fashion-MNIST subset); "mnist", "fashion-mnist", "cifar10", "cifar100"
+    (searched in data_dir, $CONVKIT_DATA, ~/.cache/convkit/data, /usr/share/datasets; downloaded with
+    `download=True`); a folder of IDX files; a CIFAR batches folder; an IDX images file (labels beside it);
+    a folder with one subfolder of images per class (optionally under train/ and test/); a CSV of path,label.
+
+    Args:
+        name_or_path: a dataset name or a path.
+        split: "train" or "test".
+        data_dir: where named datasets are looked for first and downloaded to.
+        download: download a named dataset that is not found.
+        channels: for image files: 1, 3 or 4 (None: 1 if the first image is grayscale, else 3).
+        image_size: for image files: (height, width) to resize to (None: all must share one size).
+        classes: for CSVs: class names in label order.
+        memory_budget: image files whose uint8 tensor would exceed this many bytes are streamed instead.
+        progress: show download progress.
+
+    Returns:
+        An `ImageTensorDataset` (images, labels, classes, source), or an `ImageFileDataset` beyond the budget.
+
+    Raises:
+        DatasetNotFoundError: no such dataset or path, or no such split; for named datasets the message
+            says where to get the files and where to put them.
+        DataFormatError: a damaged or unexpected file, named.
+        LabelError: a label outside the class range, naming the file.
+
+    Example:
+        >>> train = load_dataset("fashion-mnist", "train", data_dir="data", download=True)
+        >>> train.images.shape, train.classes[0]   # (torch.Size([60000, 1, 28, 28]), 'T-shirt/top')
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if isinstance(name_or_path, str) and name_or_path.lower() in ("default", DEFAULT_NAME):
+        return load_default(split)
+    spec = resolve_name(name_or_path) if isinstance(name_or_path, str) else None
+    if spec is not None:
+        return load_named(spec, split, data_dir, download, progress)
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        close = difflib.get_close_matches(str(name_or_path).lower(), [*list_datasets(), *ALIASES], n=1)
+        hint = f" Did you mean: {close[0]}?" if close else ""
+        raise DatasetNotFoundError(f"{path}: no such file or folder, and not a dataset name "
+                                   f"(known: {', '.join(list_datasets())}).{hint}")
+    options = {"channels": channels, "image_size": image_size, "memory_budget": memory_budget}
+    if path.is_file() and path.suffix.lower() == ".csv":
+        _whole_collection(path, split)
+        samples, names, rows = read_csv(path, classes)
+        return load_files(samples, names, str(path), sample_sources=rows, **options)
+    if path.is_file():
+        return _load_idx_file(path, split)
+    pair = find_idx_pair(path, split)
+    if pair:
+        images, labels = load_idx_pair(*pair)
+        return _idx_dataset(images, labels, pair[1], path)
+    if find_layout(path):
+        images, labels, names, files = load_cifar(path, split)
+        return ImageTensorDataset(images, labels, names, str(files[0].parent))
+    return _load_folder(path, split, **options)
+
+
+__all__ = [
+    "AugmentConfig", "Augmenter", "DataFormatError", "DatasetNotFoundError", "DownloadError", "EpochBatches",
+    "ImageFileDataset", "ImageTensorDataset", "LabelError", "NamedDataset", "REGISTRY", "affine_matrix",
+    "channel_shift", "check_labels", "cutmix", "decode_image", "download", "extract_tar", "file_digest",
+    "find_idx_pair", "find_layout", "list_datasets", "load_cifar", "load_dataset", "load_default", "load_files",
+    "load_idx_pair", "load_named", "mixed_cross_entropy", "mixup", "random_affine", "random_crop",
+    "random_erasing", "random_flip", "read_csv", "read_idx", "resolve_name", "safe_unpickle", "scan_folder",
+    "warp", "write_idx",
+]

@@ -105,6 +105,10 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def _canonical(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
 def model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of a zoo model.
 
@@ -112,9 +116,11 @@ def model_info(name: str) -> ModelInfo:
         UnknownModelError: no such name; the message suggests the closest names.
     """
     _ensure_loaded()
-    key = name.lower().replace("-", "_") if name.lower().replace("-", "_") in _REGISTRY else name
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    by_canonical = {_canonical(n): info for n, info in _REGISTRY.items()}
     try:
-        return _REGISTRY[key]
+        return by_canonical[_canonical(name)]  # "ResNet-18" and "vgg16-bn" as people write them
     except KeyError:
         close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=4, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""

@@ -149,8 +149,9 @@ def _parse_compact(token: str, line: int, path: str) -> LayerSpec:
         return LayerSpec(COMPACT_WORDS[word], {}, line, text)
     if word in L.ACTIVATIONS:
         return LayerSpec("activation", {"name": word}, line, text)
-    close = difflib.get_close_matches(word, list(COMPACT_WORDS) + list(KIND_ALIASES), n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    words = [*COMPACT_WORDS, *KIND_ALIASES, "maxpool", "avgpool", "sumpool", "fc-4096", "conv3-64", *L.ACTIVATIONS]
+    close = difflib.get_close_matches(word, words, n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
     raise ModelFileError(f"unknown layer {text!r}{hint}; expected one of: {EXAMPLES}, or a long form "
                          f"such as 'conv: {{filters: 96, kernel: 11, stride: 4}}'", path, line)
 

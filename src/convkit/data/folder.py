@@ -1,0 +1,354 @@
+"""Image files: a folder with one subfolder per class, or a CSV of `path,label` rows.
+
+Decoding is PIL's (it reads every mode and the EXIF orientation); files that cannot be decoded are reported
+by path and skipped, so one bad file does not cost the whole set.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from convkit.data.errors import DataFormatError, LabelError
+from convkit.data.tensor import ImageTensorDataset, check_labels
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_HEADER_WORDS = {"path", "file", "filename", "image", "label", "class", "target", "category"}
+
+
+def _hidden(name: str) -> bool:
+    # Dot-names are hidden on Unix (.git, .ipynb_checkpoints); __MACOSX is the resource-fork junk of macOS zips.
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    # PIL converts 16-bit and 32-bit modes to L by clipping at 255, which turns most 16-bit images white;
+    # scale the full 16-bit range instead (65535 -> 255).
+    a = np.asarray(img)
+    if img.mode == "F":
+        a = np.clip(a, 0, 255)
+    else:
+        a = a.astype(np.float64) / 257
+    return Image.fromarray(np.rint(a).clip(0, 255).astype(np.uint8), "L")
+
+
+def image_channels(mode: str) -> int:
+    """Channels a PIL mode becomes by default: 1 for grayscale modes (8-, 16-bit, float, with alpha), else 3.
+
+    Example:
+        >>> image_channels("I;16"), image_channels("P")   # (1, 3)
+    """
+    return 1 if mode in _GRAY_MODES else 3
+
+
+def decode_image(path: str | os.PathLike, channels: int | None = 3,
+                 image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Decodes an image file of any mode into a uint8 tensor (C, H, W), upright per its EXIF orientation.
+
+    Grayscale, RGBA, palette (with transparency), 16-bit and float images are converted to the channels
+    asked for: alpha is dropped, 16-bit values are scaled to 0..255.
+
+    Args:
+        path: a PNG, JPEG, BMP, WebP (or any other format PIL reads).
+        channels: 1 (grayscale), 3 (RGB) or 4 (RGBA); None keeps 1 for grayscale files and 3 for the others.
+        image_size: (height, width) to resize to (bilinear, antialiased), or None to keep the size.
+
+    Returns:
+        uint8 tensor of shape (channels, H, W).
+
+    Raises:
+        DataFormatError: the file cannot be decoded (corrupt, truncated, not an image); names the file.
+
+    Example:
+        >>> decode_image("cats/001.jpg", channels=3, image_size=(224, 224)).shape   # (3, 224, 224)
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
+        raise DataFormatError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
+    channels = channels or image_channels(img.mode)
+    if img.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
+        img = _to_8bit(img)
+    if img.mode in {"P", "PA"}:
+        img = img.convert("RGBA")  # resolves the palette's transparency before alpha is dropped
+    img = img.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
+    if image_size is not None and img.size != (image_size[1], image_size[0]):
+        img = img.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+    a = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(a.copy()).reshape(a.shape[0], a.shape[1], channels).permute(2, 0, 1).contiguous()
+
+
+def scan_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str], list[str]]:
+    """Lists the images of a folder with one subfolder per class (searched recursively, hidden names skipped).
+
+    Args:
+        root: the folder, e.g. `flowers/` holding `daisy/`, `rose/`, ...
+
+    Returns:
+        (samples as (path, label) sorted by path, class names sorted, names of the classes without images).
+        Empty classes keep their label numbers so that the numbering follows the folder names.
+
+    Raises:
+        DataFormatError: the folder has no class subfolders.
+
+    Example:
+        >>> samples, classes, empty = scan_folder("flowers")
+    """
+    root = Path(root)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
+    if not classes:
+        raise DataFormatError(f"{root}: expected one subfolder of images per class, found no subfolders")
+    samples, empty = [], []
+    for label, name in enumerate(classes):
+        found = []
+        for folder, dirs, files in os.walk(root / name, followlinks=True):
+            dirs[:] = [d for d in dirs if not _hidden(d)]  # pruning stops the walk descending into them
+            found += [Path(folder) / f for f in files
+                      if not _hidden(f) and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        samples += [(p, label) for p in sorted(found)]
+        if not found:
+            empty.append(name)
+    return samples, classes, empty
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: str | os.PathLike,
+             classes: Sequence[str] | None = None) -> tuple[list[tuple[Path, int]], list[str], list[str]]:
+    """Reads a CSV of `path,label` rows (a header row is optional; paths are relative to the CSV's folder).
+
+    Labels are either class numbers or class names; names are numbered in sorted order unless `classes`
+    gives the order.
+
+    Args:
+        path: the CSV file.
+        classes: the class names in label order, or None to derive them.
+
+    Returns:
+        (samples as (image path, label), class names, where each row came from as "file.csv:line (image)").
+
+    Raises:
+        DataFormatError: a row without two fields, or no rows; names the file and line.
+        LabelError: a class name not among `classes`, or a number outside their range; names the file and line.
+
+    Example:
+        >>> samples, classes, rows = read_csv("labels.csv")   # rows like "images/001.png,cat"
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
+        rows = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if r and any(c.strip() for c in r)]
+    if rows and rows[0][1][-1].strip().lower() in _HEADER_WORDS:
+        rows = rows[1:]
+    if not rows:
+        raise DataFormatError(f"{path}: no rows; expected `path,label` rows")
+    for n, row in rows:
+        if len(row) < 2:
+            raise DataFormatError(f"{path}:{n}: expected `path,label`, found {','.join(row)!r}")
+    texts = [row[1].strip() for _, row in rows]
+    where = [f"{path}:{n} ({row[0].strip()})" for n, row in rows]
+    if classes is None and all(_is_int(t) for t in texts):
+        labels = [int(t) for t in texts]
+        classes = [str(i) for i in range(max(labels) + 1)]
+    else:
+        classes = list(classes) if classes is not None else sorted(set(texts))
+        index = {name: i for i, name in enumerate(classes)}
+        labels = []
+        for t, w in zip(texts, where):
+            if t not in index and not _is_int(t):
+                raise LabelError(f"{w}: class {t!r} is not one of {classes}")
+            labels.append(index[t] if t in index else int(t))
+    check_labels(torch.tensor(labels), len(classes), where)
+    samples = [((path.parent / row[0].strip()), y) for (_, row), y in zip(rows, labels)]
+    return samples, classes, where
+
+
+def _report(skipped: list[str], source: str) -> None:
+    if skipped:
+        shown = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        warnings.warn(f"{source}: skipped {len(skipped)} file(s) that could not be read:\n  {shown}", stacklevel=3)
+
+
+def _decode_or_reason(path: Path, channels: int, image_size) -> torch.Tensor | str:
+    try:
+        return decode_image(path, channels, image_size)
+    except (DataFormatError, OSError) as err:
+        return str(err) if str(path) in str(err) else f"{path}: {err}"
+
+
+def decode_all(samples: Sequence[tuple[Path, int]], channels: int | None, image_size: tuple[int, int] | None,
+               source: str, sample_sources: Sequence[str] | None = None,
+               classes: Sequence[str] = ()) -> ImageTensorDataset:
+    """Decodes a list of image files into one in-memory dataset, skipping (and reporting) unreadable ones.
+
+    Args:
+        samples: (path, label) pairs.
+        channels: 1, 3 or 4, or None to take the first readable image's (1 if grayscale else 3).
+        image_size: (height, width) to resize every image to, or None: all must then have the same size.
+        source: the folder or CSV (for messages).
+        sample_sources: where each sample was listed (e.g. "labels.csv:12"); the image paths when None.
+        classes: the class names.
+
+    Returns:
+        An `ImageTensorDataset`.
+
+    Raises:
+        DataFormatError: no image could be read, or images differ in size and no image_size was given.
+
+    Example:
+        >>> ds = decode_all(scan_folder("flowers")[0], 3, (64, 64), "flowers", classes=classes)
+    """
+    if channels is None:
+        channels = _probe(samples)[0]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        decoded = list(pool.map(lambda s: _decode_or_reason(s[0], channels, image_size), samples))
+    keep = [i for i, d in enumerate(decoded) if isinstance(d, torch.Tensor)]
+    _report([d for d in decoded if isinstance(d, str)], source)
+    if not keep:
+        raise DataFormatError(f"{source}: none of the {len(samples)} image files could be read")
+    sizes = {}
+    for i in keep:
+        sizes.setdefault(tuple(decoded[i].shape[1:]), samples[i][0])
+    if len(sizes) > 1:
+        (s1, p1), (s2, p2) = list(sizes.items())[:2]
+        raise DataFormatError(f"{source}: images differ in size ({p1} is {s1[0]}x{s1[1]}, {p2} is {s2[0]}x{s2[1]}); "
+                              "pass image_size=(height, width) to resize them all")
+    sources = [str(samples[i][0]) if sample_sources is None else sample_sources[i] for i in keep]
+    images = torch.stack([decoded[i] for i in keep])
+    labels = torch.tensor([samples[i][1] for i in keep], dtype=torch.long)
+    return ImageTensorDataset(images, labels, classes, source, sources)
+
+
+def _probe(samples: Sequence[tuple[Path, int]]) -> tuple[int, tuple[int, int]]:
+    """(channels, (H, W)) of the first readable image, for defaults and memory estimates."""
+    for path, _ in samples[:100]:
+        try:
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img)
+                return image_channels(img.mode), (img.height, img.width)
+        except Exception:  # a corrupt first file must not decide anything; it is reported when decoded
+            continue
+    raise DataFormatError(f"none of the first {min(100, len(samples))} image files could be read "
+                          f"(first: {samples[0][0] if samples else 'no files'})")
+
+
+class ImageFileDataset(torch.utils.data.Dataset):
+    """Image files decoded one by one as they are asked for, for sets too large to hold in memory.
+
+    Items are (uint8 tensor (C, H, W), label), so it suits `torch.utils.data.DataLoader` with workers.
+
+    Args:
+        samples: (path, label) pairs.
+        classes: class names, index = label.
+        source: the folder or CSV.
+        channels: 1, 3 or 4 (None: the first image's).
+        image_size: (height, width) to resize to; None keeps the first image's size, and an image of another
+            size is an error naming it.
+        sample_sources: where each sample was listed, for label errors.
+
+    Example:
+        >>> loader = torch.utils.data.DataLoader(ImageFileDataset(samples, classes, "big/"), 256, num_workers=4)
+    """
+
+    def __init__(self, samples: Sequence[tuple[Path, int]], classes: Sequence[str], source: str,
+                 channels: int | None = None, image_size: tuple[int, int] | None = None,
+                 sample_sources: Sequence[str] | None = None):
+        self.samples, self.classes, self.source = list(samples), list(classes), str(source)
+        probe_channels, probe_size = _probe(self.samples)
+        self.channels = channels or probe_channels
+        self.image_size, self._fixed = (tuple(image_size), True) if image_size else (probe_size, False)
+        self.labels = torch.tensor([y for _, y in self.samples], dtype=torch.long)
+        self.sample_sources = list(sample_sources) if sample_sources else [str(p) for p, _ in self.samples]
+        self._mean = self._std = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        image = decode_image(path, self.channels, self.image_size if self._fixed else None)
+        if tuple(image.shape[1:]) != self.image_size:
+            raise DataFormatError(f"{path}: image is {image.shape[1]}x{image.shape[2]}, the others "
+                                  f"{self.image_size[0]}x{self.image_size[1]}; pass image_size=(height, width)")
+        return image, label
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> torch.Size:
+        return torch.Size((self.channels, *self.image_size))
+
+    def _stats(self, limit: int = 1000) -> None:
+        # A seeded sample of the files estimates the statistics without a pass over the whole set.
+        index = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))[:limit].tolist()
+        sample = decode_all([self.samples[i] for i in index], self.channels,
+                            self.image_size, self.source, classes=self.classes)
+        self._mean, self._std = sample.mean, sample.std
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Per-channel mean on the [0, 1] scale, estimated from up to 1,000 seeded files."""
+        if self._mean is None:
+            self._stats()
+        return self._mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Per-channel standard deviation on the [0, 1] scale, estimated like `mean`."""
+        if self._std is None:
+            self._stats()
+        return self._std
+
+    normalize = ImageTensorDataset.normalize
+
+    def check_labels(self, num_classes: int | None = None) -> None:
+        """Refuses labels outside the class range, naming the offending file (see `check_labels`)."""
+        check_labels(self.labels, num_classes or self.num_classes, self.sample_sources)
+
+
+def load_files(samples: Sequence[tuple[Path, int]], classes: Sequence[str], source: str, *,
+               channels: int | None = None, image_size: tuple[int, int] | None = None,
+               sample_sources: Sequence[str] | None = None,
+               memory_budget: int = 2 << 30) -> ImageTensorDataset | ImageFileDataset:
+    """Image files in memory when their uint8 tensor fits `memory_budget` bytes, else a streaming dataset.
+
+    Args:
+        samples: (path, label) pairs.
+        classes: class names.
+        source: the folder or CSV.
+        channels, image_size: as in `decode_image` (None: the first readable image's).
+        sample_sources: where each sample was listed (for label errors).
+        memory_budget: the most bytes the in-memory tensor may take (default 2 GiB).
+
+    Returns:
+        An `ImageTensorDataset`, or an `ImageFileDataset` beyond the budget.
+
+    Example:
+        >>> ds = load_files(*scan_folder("flowers")[:2], "flowers", image_size=(64, 64))
+    """
+    if not samples:
+        raise DataFormatError(f"{source}: no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    probe_channels, probe_size = _probe(samples)
+    c = channels or probe_channels
+    h, w = image_size or probe_size
+    if len(samples) * c * h * w > memory_budget:
+        return ImageFileDataset(samples, classes, source, c, image_size, sample_sources)
+    return decode_all(samples, c, image_size, source, sample_sources, classes)
