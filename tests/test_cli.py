@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import EXAMPLES
 
 from convkit.cli.main import main
 from convkit.models import list_models
-
-from conftest import EXAMPLES
 
 
 def run(capsys, *argv):

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import EXAMPLES
 
 import convkit
 from convkit.models import ModelFileError, parse_model_file
-
-from conftest import EXAMPLES
 
 
 def count(model):

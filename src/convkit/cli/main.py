@@ -89,8 +89,8 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = 
     """Build the model named by ``args.model`` (zoo name or model file); returns ``(model, input_shape)``."""
     import torch
 
-    from convkit.models import ModelFileError, UnknownModelError, create_model, model_info
     from convkit.layers.shapes import ShapeError
+    from convkit.models import ModelFileError, UnknownModelError, create_model, model_info
 
     try:
         if str(args.model).lower().endswith((".yaml", ".yml")):
