@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import EXAMPLES
 
 import convkit
 from convkit.models import UnknownModelError, create_model, list_models, model_info, register_model
-
-from conftest import EXAMPLES
 
 
 def test_list_models_patterns_sorted_naturally():

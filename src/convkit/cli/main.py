@@ -87,10 +87,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = None, meta: bool = True):
     """Build the model named by ``args.model`` (zoo name or model file); returns ``(model, input_shape)``."""
-    import torch
-
     from convkit.layers.shapes import ShapeError
-    from convkit.models import ModelFileError, UnknownModelError, create_model, model_info
+    from convkit.models import ModelFileError, UnknownModelError, create_meta_model, create_model, model_info
 
     try:
         if str(args.model).lower().endswith((".yaml", ".yml")):
@@ -101,8 +99,8 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = 
             default = info.input_size
             if args.in_channels:
                 default = (args.in_channels, *default[1:])
-            with torch.device("meta") if meta else torch.device("cpu"):
-                model = create_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
+            build = create_meta_model if meta else create_model
+            model = build(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
     except (UnknownModelError, ModelFileError, ShapeError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
     return model, tuple(input_shape or default)

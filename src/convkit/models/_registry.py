@@ -6,6 +6,7 @@ A family file decorates each small builder function with :func:`register_model`;
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 from collections.abc import Callable
@@ -170,7 +171,25 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def create_meta_model(name: str, **kwargs) -> nn.Module:
-    """Build a model on the meta device: every shape is real, no memory is allocated."""
-    with torch.device("meta"):
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+                 "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
+
+
+@contextlib.contextmanager
+def _skip_initialisation():
+    # Meta tensors hold no values to initialise, and torch's first random fill of one imports its whole
+    # compiler stack (seconds); shapes are all that a meta model is for.
+    saved = {name: getattr(nn.init, name) for name in _INITIALISERS}
+    try:
+        for name in _INITIALISERS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def create_meta_model(name: str | Path, **kwargs) -> nn.Module:
+    """Build a model on the meta device: every shape is real, no memory is allocated, nothing is initialised."""
+    with torch.device("meta"), _skip_initialisation():
         return create_model(name, **kwargs)
