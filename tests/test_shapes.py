@@ -12,8 +12,7 @@ from convkit.layers.shapes import ShapeError, ShapeWarning, conv_output_size, sa
 
 def test_lecture_examples():
     assert conv_output_size(227, 11, stride=4) == 55  # AlexNet conv1: (227 - 11)/4 + 1
-    with pytest.warns(ShapeWarning, match="last 1 pixel"):  # torchvision's AlexNet silently drops one
-        assert conv_output_size(224, 11, stride=4, padding=2) == 55
+    assert conv_output_size(224, 11, stride=4, padding=2) == 55  # torchvision's AlexNet: drops only padding
     assert conv_output_size(32, 5) == 28  # LeNet C1
     assert conv_output_size(7, 3, stride=2) == 3
     assert conv_output_size(5, 3, padding=1) == 5
@@ -27,11 +26,15 @@ def test_kernel_larger_than_padded_input_is_an_error_with_the_formula():
 
 
 def test_uneven_stride_warns_how_many_pixels_are_dropped():
-    with pytest.warns(ShapeWarning, match=r"last 1 pixel"):
+    with pytest.warns(ShapeWarning, match=r"last 1 input pixel"):
         assert conv_output_size(7, 3, stride=3) == 2  # floor((7 - 3) / 3) + 1, one column never covered
+    with pytest.warns(ShapeWarning, match=r"last 2 input pixel"):
+        assert conv_output_size(8, 3, stride=3, padding=(0, 0)) == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         conv_output_size(7, 3, stride=2)  # divides evenly: silent
+        conv_output_size(224, 7, stride=2, padding=3)  # ResNet's stem: only a padding pixel is left over
+        conv_output_size(7, 1, stride=2)  # a 1x1/2 shortcut skips pixels by design
 
 
 def test_matches_torch_on_random_geometries():

@@ -9,6 +9,7 @@ inspect it without running it, train it, look inside it and reuse it.
 """
 
 from convkit import layers
+from convkit.inspect import summary
 from convkit.models import (
     Sequential,
     create_model,
@@ -18,4 +19,6 @@ from convkit.models import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["Sequential", "create_model", "layers", "list_models", "load_model_file", "model_info", "__version__"]
+__all__ = [
+    "Sequential", "create_model", "layers", "list_models", "load_model_file", "model_info", "summary", "__version__",
+]

@@ -1,1 +1,20 @@
-"""convkit.inspect"""
+"""Inspect a CNN without running it: shapes, parameters, multiply-adds, memory, receptive fields.
+
+>>> from convkit.inspect import summary, plot_summary
+>>> result = summary("vgg16", input_size=(3, 224, 224), batch_size=64, optimizer="adam")
+>>> print(result)                       # per-layer table and totals
+>>> result.to_dict()["memory"]["training"]["total"]
+>>> plot_summary(result, "vgg16.png")   # the layer stack as boxes sized by their feature maps
+"""
+
+from convkit.inspect.fastmeta import FastMetaMode
+from convkit.inspect.memory import dense_equivalent, format_bytes, parse_dtype
+from convkit.inspect.plot import plot_summary
+from convkit.inspect.receptive import ReceptiveField, receptive_field_chain
+from convkit.inspect.summary import CONVENTIONS, LayerRow, Summary, summary
+from convkit.inspect.trace import MetaUnsupportedError
+
+__all__ = [
+    "CONVENTIONS", "FastMetaMode", "LayerRow", "MetaUnsupportedError", "ReceptiveField", "Summary", "dense_equivalent",
+    "format_bytes", "parse_dtype", "plot_summary", "receptive_field_chain", "summary",
+]

@@ -128,12 +128,14 @@ def conv_output_size(
             out -= 1
         return out
     out = (padded - span) // stride + 1
-    dropped = (padded - span) % stride
-    if dropped and warn:
+    # Warn only when input pixels, not just padding, fall off the end, and only when windows tile or
+    # overlap: a window narrower than its stride (ResNet's 1x1/2 shortcut) skips pixels by design.
+    dropped = (padded - span) % stride - after
+    if dropped > 0 and span >= stride and warn:
         warnings.warn(
             _prefix(layer, input_shape)
             + f"stride {stride} does not divide evenly{where}: out = floor({formula}) = {out}; "
-            f"the last {dropped} pixel(s) of the padded input are never covered and are dropped",
+            f"the last {dropped} input pixel(s) are never covered and are dropped",
             ShapeWarning,
             stacklevel=2,
         )

@@ -1,0 +1,584 @@
+"""``convkit.summary``: shapes, parameters, multiply-adds, memory and receptive fields of any CNN, without running it.
+
+Conventions (also in :data:`CONVENTIONS` and in every ``to_dict()``):
+
+* **Multiply-adds (MACs)** count convolutions and matrix products (linear layers) only, one
+  multiply-add counted once: a convolution costs ``weights x output positions`` (x input positions
+  for a transposed convolution), a linear layer ``in_features x out_features`` per sample. The bias
+  add is not counted, nor are batch norm, pooling, activations and residual sums. This is fvcore's
+  count for conv and linear exactly; torchinfo adds one multiply-add per output value for the bias
+  (``(weights + bias) x positions``) and ``2 x channels`` per batch-norm layer, so torchinfo's
+  figure for a conv/linear layer is convkit's plus ``out_values`` when the layer has a bias.
+  FLOPs = 2 x MACs.
+* **Activations** of a layer: the values of its output, per image. The forward total sums every
+  layer's output (functional operations such as ``x + identity`` are not layers).
+* **Saved activations**: what autograd keeps from the forward pass for the backward pass, per
+  image, measured on the meta device with ``saved_tensors_hooks`` and deduplicated by storage
+  (a tensor saved by two operators counts once); parameters, buffers and the input are excluded.
+* **Training memory** = weights + buffers + gradients + optimizer state (sgd 0, momentum 1, adam 2
+  tensors per trainable parameter) + saved activations x batch + input x batch + the largest layer
+  output x batch (a temporary live beside the saved tensors, such as a convolution's output before
+  its activation).
+* **Inference memory** = weights + buffers + the peak of live activations in the forward pass,
+  each tensor freed after the operator that reads it last (as eager PyTorch frees them), the input
+  held throughout.
+* **Receptive field** (size, jump, start) on the input, per axis; where paths join, the union of
+  the fields of every path (the maximum over paths for centred branches); see
+  :mod:`convkit.inspect.receptive`.
+* **Equivalent dense layer** of a convolution: ``in_values x out_values + out_values`` parameters.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convkit.inspect.fastmeta import FastMetaMode
+from convkit.inspect.memory import (
+    bytes_per_element,
+    dense_equivalent,
+    format_bytes,
+    format_count,
+    inference_memory,
+    optimizer_state_tensors,
+    parse_dtype,
+    training_memory,
+)
+from convkit.inspect.receptive import ReceptiveField
+from convkit.inspect.trace import Trace, trace_model
+from convkit.layers.shapes import ShapeWarning, format_shape
+
+__all__ = ["CONVENTIONS", "LayerRow", "Summary", "summary"]
+
+CONVENTIONS = {
+    "macs": "multiply-adds of convolutions and matrix products (linear layers), one multiply-add counted once, "
+            "bias adds not counted; batch norm, pooling, activations and sums not counted (fvcore's conv/linear "
+            "count; torchinfo adds out_values per biased layer)",
+    "flops": "2 x macs",
+    "activations": "output values of each layer, per image",
+    "saved_activation_bytes": "tensors autograd saves for the backward pass, per image, deduplicated by storage, "
+                              "excluding parameters, buffers and the input",
+    "training_memory": "weights + buffers + gradients + optimizer state (sgd 0, momentum 1, adam 2 x trainable "
+                       "parameters) + saved activations x batch + input x batch + largest layer output x batch",
+    "inference_memory": "weights + buffers + peak of live activations x batch (each tensor freed after its last "
+                        "use, input held)",
+    "receptive_field": "size/jump/start on the input per axis (height, width); the union over paths where paths join",
+    "dense_equivalent": "in_values x out_values + out_values: a fully connected layer with the conv's input and output",
+    "per_image": "per-layer figures are per image; memory figures are for batch_size",
+}
+
+# The traced batch: 2, because batch norm in training mode needs more than one value per channel.
+_TRACE_BATCH = 2
+
+
+@dataclass
+class LayerRow:
+    """One call of one layer (a module without children, or one that owns parameters).
+
+    Attributes:
+        name: qualified module name (``layer1.0.conv1``).
+        type: class name.
+        depth: nesting depth (the model is 0).
+        input_shape, output_shape: per-sample shapes (first input / first output).
+        kernel, stride, dilation: ``(h, w)`` pairs of a conv or pool layer, else ``None``.
+        padding: ``(top, bottom, left, right)`` of a conv or pool layer, else ``None``.
+        groups: of a convolution.
+        params, trainable_params, frozen_params, param_bytes: parameters the module owns itself,
+            counted at its first call only.
+        macs: multiply-adds per image (see :data:`CONVENTIONS`).
+        activations, activation_bytes: output values per image and their bytes.
+        saved_bytes: bytes per image autograd saves for backward while this layer runs.
+        receptive_field: of the output on the input.
+        dense_equivalent: parameters of a dense layer with the same input and output (convolutions).
+        repeat: the module was called before (shared weights); its parameters count once.
+    """
+
+    name: str
+    type: str
+    depth: int
+    input_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+    kernel: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    padding: tuple[int, int, int, int] | None = None
+    dilation: tuple[int, int] | None = None
+    groups: int | None = None
+    params: int = 0
+    trainable_params: int = 0
+    frozen_params: int = 0
+    param_bytes: int = 0
+    macs: int = 0
+    activations: int = 0
+    activation_bytes: int = 0
+    saved_bytes: int = 0
+    receptive_field: ReceptiveField | None = None
+    dense_equivalent: int | None = None
+    repeat: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("input_shape", "output_shape", "kernel", "stride", "padding", "dilation"):
+            if data[key] is not None:
+                data[key] = list(data[key])
+        data["receptive_field"] = self.receptive_field.to_dict() if self.receptive_field else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerRow:
+        data = dict(data)
+        for key in ("input_shape", "output_shape", "kernel", "stride", "padding", "dilation"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        if data.get("receptive_field") is not None:
+            data["receptive_field"] = ReceptiveField.from_dict(data["receptive_field"])
+        return cls(**data)
+
+    def geometry_text(self) -> str:
+        """``'11x11/4/2'``: kernel/stride/padding; dilation and groups when not 1."""
+        if self.kernel is None:
+            return ""
+        kh, kw = self.kernel
+        text = f"{kh}x{kw}/{_pair_text(self.stride)}"
+        top, bottom, left, right = self.padding
+        if top == bottom and left == right:
+            text += f"/{_pair_text((top, left))}"
+        else:
+            text += f"/({top},{bottom},{left},{right})"
+        if self.dilation and self.dilation != (1, 1):
+            text += f" d{_pair_text(self.dilation)}"
+        if self.groups and self.groups != 1:
+            text += f" g{self.groups}"
+        return text
+
+
+def _pair_text(values) -> str:
+    a, b = values
+    return f"{a}" if a == b else f"{a}x{b}"
+
+
+@dataclass
+class Summary:
+    """The result of :func:`summary`: one row per layer call, totals and memory.
+
+    ``str(result)`` prints the table; :meth:`to_dict` gives JSON-ready data (with the
+    conventions), :meth:`to_csv` the rows.
+
+    Attributes:
+        model: the model's name.
+        input_size: per-sample input shape.
+        batch_size, optimizer, dtype: what the memory figures assume.
+        rows: :class:`LayerRow` per layer call, in call order.
+        totals: parameters, multiply-adds, activations, receptive field (per image unless named ``_batch``).
+        memory: ``{"training": {...}, "inference": {...}}`` in bytes for ``batch_size``.
+        warnings: shape warnings met while tracing (border pixels dropped by a stride).
+    """
+
+    model: str
+    input_size: tuple[int, ...]
+    batch_size: int
+    optimizer: str
+    dtype: str
+    rows: list[LayerRow]
+    totals: dict[str, Any]
+    memory: dict[str, dict[str, int]]
+    warnings: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> LayerRow:
+        """The first row of the layer called ``name``."""
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(f"no layer named {name!r}; layers: {', '.join(r.name for r in self.rows[:8])}...")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``model, input_size, batch_size, optimizer, dtype, conventions, layers, totals, memory, warnings``."""
+        return {
+            "model": self.model,
+            "input_size": list(self.input_size),
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "dtype": self.dtype,
+            "conventions": dict(CONVENTIONS),
+            "layers": [row.to_dict() for row in self.rows],
+            "totals": dict(self.totals),
+            "memory": {k: dict(v) for k, v in self.memory.items()},
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Summary:
+        """The inverse of :meth:`to_dict` (e.g. of a ``convkit summary --json`` file)."""
+        return cls(
+            model=data["model"], input_size=tuple(data["input_size"]), batch_size=data["batch_size"],
+            optimizer=data["optimizer"], dtype=data["dtype"],
+            rows=[LayerRow.from_dict(r) for r in data["layers"]], totals=dict(data["totals"]),
+            memory={k: dict(v) for k, v in data["memory"].items()}, warnings=list(data.get("warnings", [])),
+        )
+
+    CSV_COLUMNS = (
+        "name", "type", "depth", "input_shape", "output_shape", "kernel", "stride", "padding", "dilation", "groups",
+        "params", "trainable_params", "frozen_params", "param_bytes", "macs", "activations", "activation_bytes",
+        "saved_bytes", "rf_size", "rf_jump", "rf_start", "dense_equivalent", "repeat",
+    )
+
+    def to_csv(self, path: str | os.PathLike | None = None) -> str:
+        """The rows as CSV (shapes as ``3x224x224``, pairs as ``HxW``, padding as ``top,bottom,left,right``).
+
+        Args:
+            path: also write the text to this file.
+
+        Returns:
+            The CSV text.
+        """
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.CSV_COLUMNS)
+        for r in self.rows:
+            rf = r.receptive_field
+            writer.writerow([
+                r.name, r.type, r.depth, _shape(r.input_shape), _shape(r.output_shape), _shape(r.kernel),
+                _shape(r.stride), ",".join(map(str, r.padding)) if r.padding else "", _shape(r.dilation),
+                "" if r.groups is None else r.groups, r.params, r.trainable_params, r.frozen_params, r.param_bytes,
+                r.macs, r.activations, r.activation_bytes, r.saved_bytes,
+                _rf_text(rf.size) if rf else "", _rf_text(rf.jump) if rf else "", _rf_text(rf.start) if rf else "",
+                "" if r.dense_equivalent is None else r.dense_equivalent, int(r.repeat),
+            ])
+        text = buffer.getvalue()
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def __str__(self) -> str:
+        return _render(self)
+
+    def __repr__(self) -> str:
+        return (f"Summary(model={self.model!r}, input_size={self.input_size}, layers={len(self.rows)}, "
+                f"parameters={self.totals['parameters']:,}, macs={self.totals['macs']:,})")
+
+
+def _shape(shape) -> str:
+    return "" if shape is None else format_shape(shape)
+
+
+def _rf_text(values) -> str:
+    a, b = values
+    return f"{a:g}" if a == b else f"{a:g}x{b:g}"
+
+
+# -- building the result --------------------------------------------------------------------------------
+
+
+def _is_layer(module: nn.Module) -> bool:
+    has_children = any(c is not None for c in module._modules.values())
+    owns_params = any(p is not None for p in module._parameters.values())
+    return not has_children or owns_params
+
+
+def _param_dtype_bytes(p: torch.Tensor, dtype: torch.dtype | None) -> int:
+    d = dtype if (dtype is not None and p.is_floating_point()) else p.dtype
+    return p.numel() * bytes_per_element(d)
+
+
+def _rows(trace: Trace, dtype: torch.dtype | None) -> list[LayerRow]:
+    n = trace.batch
+    rows: list[LayerRow] = []
+    seen_params: set[int] = set()
+    seen_modules: set[int] = set()
+    size_cache: dict[torch.dtype, int] = {}
+    for frame in trace.frames:
+        module = frame.module
+        if not _is_layer(module):
+            continue
+        repeat = id(module) in seen_modules
+        seen_modules.add(id(module))
+        params = trainable = param_bytes = 0
+        for p in module._parameters.values():
+            if p is None or id(p) in seen_params:
+                continue
+            seen_params.add(id(p))
+            params += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+            d = dtype if (dtype is not None and p.is_floating_point()) else p.dtype
+            if d not in size_cache:
+                size_cache[d] = bytes_per_element(d)
+            param_bytes += p.numel() * size_cache[d]
+        input_shape = frame.input_shapes[0][1:] if frame.input_shapes else None
+        output_shape = frame.output_shapes[0][1:] if frame.output_shapes else None
+        row = LayerRow(
+            name=frame.name or type(module).__name__, type=type(module).__name__, depth=frame.depth,
+            input_shape=input_shape, output_shape=output_shape, params=params, trainable_params=trainable,
+            frozen_params=params - trainable, param_bytes=param_bytes, macs=frame.macs // n,
+            activations=frame.output_numel // n, activation_bytes=frame.output_bytes // n,
+            saved_bytes=int(round(frame.saved_bytes / n)),
+            receptive_field=ReceptiveField.from_tuple(frame.rf) if frame.rf is not None else None,
+            repeat=repeat,
+        )
+        geometry = frame.geometry
+        if geometry is not None:
+            row.kernel, row.stride, row.padding = geometry["kernel"], geometry["stride"], geometry["padding"]
+            row.dilation = geometry["dilation"]
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                row.groups = geometry["groups"]
+        if isinstance(module, nn.Conv2d) and input_shape is not None and output_shape is not None:
+            row.dense_equivalent = dense_equivalent(input_shape, output_shape)
+        rows.append(row)
+    return rows
+
+
+def _last_feature_map(trace: Trace):
+    """The module call that returned the last spatial feature map before global pooling.
+
+    Containers count (an Inception module's output is the union of its branches, which no single
+    layer returns); global and adaptive pooling do not, since they make every field the whole input.
+    """
+    best = None
+    for frame in trace.frames:
+        if (frame.rf is None or not frame.rf[6] or frame.finished < 0
+                or type(frame.module).__name__.startswith(("Adaptive", "Global"))):
+            continue
+        if best is None or frame.finished > best.finished:
+            best = frame
+    return best
+
+
+def _default_input_size(model: nn.Module) -> tuple[int, ...]:
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, Sequence) and len(shape) >= 1 and not isinstance(shape, str):
+        return tuple(int(s) for s in shape)
+    size: tuple[int, ...] = (3, 224, 224)
+    name = getattr(model, "model_name", None)
+    if isinstance(name, str):
+        try:
+            from convkit.models import model_info
+
+            size = tuple(model_info(name).input_size)
+        except (KeyError, ImportError):
+            pass
+    # a zoo model built with in_channels=1 still says 3 in its ModelInfo: ask the first convolution
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels), None)
+    if first is not None and len(size) == 3:
+        size = (first.in_channels, *size[1:])
+    return size
+
+
+def _resolve(model: Any, model_kwargs: dict) -> tuple[nn.Module, str, tuple[int, ...] | None]:
+    """A module for ``model``: itself, or a zoo model / model file built on the meta device."""
+    if isinstance(model, nn.Module):
+        if model_kwargs:
+            raise TypeError(f"model keyword arguments {sorted(model_kwargs)} only apply to a zoo name or a model file")
+        name = getattr(model, "model_name", None) or type(model).__name__
+        return model, str(name), None
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be an nn.Module, a zoo name or a model file path, got {type(model).__name__}")
+    from convkit.models import create_model, model_info
+
+    path = Path(model)
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        try:
+            # building on meta with initialisers answered by FastMetaMode: no memory, no random numbers
+            with torch.device("meta"), FastMetaMode():
+                module = create_model(path, **model_kwargs)
+        except Exception:  # a model file whose layers need real tensors at build time
+            module = create_model(path, **model_kwargs)
+        return module, path.stem, None
+    info = model_info(str(model))
+    with torch.device("meta"), FastMetaMode():
+        module = create_model(info.name, **model_kwargs)
+    size = tuple(info.input_size)
+    if model_kwargs.get("in_channels"):
+        size = (int(model_kwargs["in_channels"]), *size[1:])
+    return module, info.name, size
+
+
+def summary(
+    model: nn.Module | str | os.PathLike,
+    input_size: Sequence[int] | None = None,
+    batch_size: int = 1,
+    optimizer: str = "sgd",
+    dtype: str | torch.dtype | None = None,
+    *,
+    device: str | torch.device = "meta",
+    **model_kwargs,
+) -> Summary:
+    """Shapes, parameters, multiply-adds, memory and receptive fields of a CNN, computed without running it.
+
+    The model runs once on the meta device (shapes only, no memory, no arithmetic), in training
+    mode with autograd on, so that what autograd saves for backward is measured exactly; the model
+    itself is not modified (its parameters are swapped for meta stand-ins during the call).
+
+    Args:
+        model: an ``nn.Module`` (a zoo model, ``convkit.Sequential``, torchvision's or your own), a
+            zoo name (``"vgg16"``) or a model file (``"net.yaml"``); names and files are built on the
+            meta device.
+        input_size: per-sample input shape ``(C, H, W)``; default: the model's own (zoo
+            information, ``Sequential.input_shape``), else ``(3, 224, 224)``.
+        batch_size: batch size of the memory figures.
+        optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"`` (also ``adamw``, ``nesterov``,
+            ``rmsprop``, ``adagrad``): the optimizer state in training memory.
+        dtype: dtype of parameters and activations (``"float32"``, ``"float16"``, ``torch.bfloat16``);
+            default: the model's.
+        device: ``"meta"``; a real device (``"cpu"``) only for a model whose forward needs values.
+        **model_kwargs: for a zoo name or model file, e.g. ``num_classes=10``, ``in_channels=1``.
+
+    Returns:
+        A :class:`Summary`: ``str()`` prints the table, ``.to_dict()``, ``.to_csv()``.
+
+    Raises:
+        ShapeError: a layer cannot take its input; the message names the layer, its input shape and
+            the output-size formula (a kernel larger than its padded input, wrong channels...).
+        MetaUnsupportedError: the forward needs real values; pass ``device="cpu"``.
+        UnknownModelError: no zoo model of that name.
+        ValueError: bad ``input_size``, ``batch_size``, ``optimizer`` or ``dtype``.
+
+    Warns:
+        ShapeWarning: a stride that does not divide evenly drops border pixels of the input.
+
+    Example:
+        >>> result = summary("alexnet", batch_size=64, optimizer="adam")
+        >>> result["features.0"].output_shape, result["features.0"].params
+        ((64, 55, 55), 23296)
+        >>> print(result)                         # the table and the totals
+        >>> result.to_dict()["totals"]["parameters"]
+        61100840
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    optimizer_state_tensors(optimizer)  # fail before tracing on a misspelt optimizer
+    dtype = parse_dtype(dtype)
+    module, name, default_size = _resolve(model, model_kwargs)
+    if input_size is None:
+        input_size = default_size or _default_input_size(module)
+    input_size = tuple(int(s) for s in input_size)
+    if not input_size or min(input_size) < 1:
+        raise ValueError(f"input_size must be positive ints per sample, e.g. (3, 224, 224), got {input_size}")
+
+    trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device)
+    for message in trace.warnings:
+        warnings.warn(message, ShapeWarning, stacklevel=2)
+    rows = _rows(trace, dtype)
+    n = trace.batch
+
+    params = list(module.parameters())  # deduplicated by torch: tied weights count once
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    param_bytes = sum(_param_dtype_bytes(p, dtype) for p in params)
+    trainable_bytes = sum(_param_dtype_bytes(p, dtype) for p in params if p.requires_grad)
+    buffers = [b for b in module.buffers() if b is not None]
+    buffer_bytes = sum(_param_dtype_bytes(b, dtype) for b in buffers)
+    saved = trace.saved_bytes / n
+    peak = trace.peak_live_bytes / n
+    input_bytes = trace.input_bytes // n
+    macs = trace.macs_total // n
+    forward = sum(r.activations for r in rows)
+    forward_bytes = sum(r.activation_bytes for r in rows)
+    last_map = _last_feature_map(trace)
+    used_dtype = dtype or next((p.dtype for p in params if p.is_floating_point()), torch.get_default_dtype())
+    totals = {
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "frozen_parameters": total - trainable,
+        "parameter_bytes": param_bytes,
+        "parameters_in_layers": sum(r.params for r in rows),
+        "buffers": sum(b.numel() for b in buffers),
+        "buffer_bytes": buffer_bytes,
+        "macs": macs,
+        "flops": 2 * macs,
+        "macs_in_layers": sum(r.macs for r in rows),
+        "forward_activations": forward,
+        "forward_activation_bytes": forward_bytes,
+        "saved_activation_bytes": int(round(saved)),
+        "input_bytes": input_bytes,
+        "peak_activation_bytes": int(round(peak)),
+        "dense_equivalent_parameters": sum(r.dense_equivalent or 0 for r in rows if not r.repeat),
+        "receptive_field": ReceptiveField.from_tuple(last_map.rf).to_dict() if last_map else None,
+        "receptive_field_layer": (last_map.name or type(last_map.module).__name__) if last_map else None,
+    }
+    memory = {
+        "training": training_memory(param_bytes, trainable_bytes, buffer_bytes, saved, input_bytes, batch_size,
+                                    optimizer, max((r.activation_bytes for r in rows), default=0)),
+        "inference": inference_memory(param_bytes, buffer_bytes, peak, batch_size),
+    }
+    return Summary(model=name, input_size=input_size, batch_size=batch_size, optimizer=str(optimizer).lower(),
+                   dtype=str(used_dtype).removeprefix("torch."), rows=rows, totals=totals, memory=memory,
+                   warnings=list(trace.warnings))
+
+
+# -- the table ---------------------------------------------------------------------------------------------
+
+
+def _render(s: Summary) -> str:
+    headers = ("Layer", "Type", "Kernel/S/P", "Output", "Params", "MACs", "Act.", "Saved", "RF size/jump/start")
+    table = []
+    for r in s.rows:
+        rf = r.receptive_field
+        table.append((
+            r.name + (" (again)" if r.repeat else ""),
+            r.type,
+            r.geometry_text(),
+            _shape(r.output_shape),
+            f"{r.params:,}" if r.params else ("(shared)" if r.repeat and r.macs else "-"),
+            f"{r.macs:,}" if r.macs else "-",
+            format_bytes(r.activation_bytes),
+            format_bytes(r.saved_bytes) if r.saved_bytes else "-",
+            (str(rf) if rf.spatial else f"{_rf_text(rf.size)} (all)") if rf else "",
+        ))
+    widths = [len(h) for h in headers]
+    for line in table:
+        widths = [max(w, len(c)) for w, c in zip(widths, line)]
+    widths[0] = min(widths[0], 48)
+    right = {4, 5, 6, 7}
+
+    def fmt(cells):
+        out = []
+        for i, (c, w) in enumerate(zip(cells, widths)):
+            c = c if len(c) <= w else c[: w - 1] + "~"
+            out.append(c.rjust(w) if i in right else c.ljust(w))
+        return "  ".join(out).rstrip()
+
+    rule = "-" * len(fmt(headers))
+    t, mem = s.totals, s.memory
+    train, infer = mem["training"], mem["inference"]
+    lines = [
+        f"convkit summary: {s.model}  input {format_shape(s.input_size)}  {s.dtype}  batch {s.batch_size}  "
+        f"optimizer {s.optimizer}",
+        rule, fmt(headers), rule, *(fmt(line) for line in table), rule,
+        f"Parameters:       {t['parameters']:,} ({t['trainable_parameters']:,} trainable, "
+        f"{t['frozen_parameters']:,} frozen) = {format_bytes(t['parameter_bytes'])}; buffers {t['buffers']:,} "
+        f"= {format_bytes(t['buffer_bytes'])}",
+        f"Multiply-adds:    {t['macs']:,} per image ({format_count(t['macs'])} MACs; FLOPs = 2 x MACs = "
+        f"{format_count(t['flops'])}). Conv and linear weights only, one multiply-add counted once, bias adds, "
+        f"BN, pooling and activations not counted (fvcore's convention)",
+        f"Activations:      {t['forward_activations']:,} values per image in layer outputs = "
+        f"{format_bytes(t['forward_activation_bytes'])} (the x2 rule for backward: "
+        f"{format_bytes(2 * t['forward_activation_bytes'])}); autograd saves "
+        f"{format_bytes(t['saved_activation_bytes'])} per image for backward",
+    ]
+    if t["receptive_field"]:
+        rf = ReceptiveField.from_dict(t["receptive_field"])
+        lines.append(f"Receptive field:  {_rf_text(rf.size)} pixels at {t['receptive_field_layer']} "
+                     f"(jump {_rf_text(rf.jump)}, start {_rf_text(rf.start)})")
+    lines += [
+        f"Training memory:  {format_bytes(train['total'])} for batch {s.batch_size} with {s.optimizer} = weights "
+        f"{format_bytes(train['weights'])} + buffers {format_bytes(train['buffers'])} + gradients "
+        f"{format_bytes(train['gradients'])} + optimizer state {format_bytes(train['optimizer_state'])} + saved "
+        f"activations {format_bytes(train['activations'])} + input {format_bytes(train['input'])} + largest layer "
+        f"output {format_bytes(train['workspace'])}",
+        f"Inference memory: {format_bytes(infer['total'])} for batch {s.batch_size} = weights "
+        f"{format_bytes(infer['weights'])} + buffers {format_bytes(infer['buffers'])} + peak live activations "
+        f"{format_bytes(infer['activations'])}",
+    ]
+    if t["parameters_in_layers"] != t["parameters"]:
+        lines.append(f"Note: {t['parameters'] - t['parameters_in_layers']:,} parameters belong to modules the "
+                     f"forward pass does not call")
+    for w in s.warnings:
+        lines.append(f"Warning: {w}")
+    return "\n".join(lines)

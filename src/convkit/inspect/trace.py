@@ -1,0 +1,580 @@
+"""One shape-only forward pass that records everything :func:`convkit.inspect.summary` reports.
+
+The model runs once, on the meta device (tensors with shapes and dtypes but no memory), in training
+mode with autograd on, under three instruments:
+
+* global forward pre/post hooks on modules: which module runs, in what order, with which input and
+  output shapes; the pre-hook checks conv/pool geometry first (:mod:`convkit.inspect.checks`);
+* a ``TorchDispatchMode`` that sees every aten operator, including functional ones (``x + identity``,
+  ``torch.cat``, ``torch.flatten``): it answers shapes fast (:mod:`convkit.inspect.fastmeta`), counts
+  multiply-adds of convolutions and matrix products, propagates receptive fields tensor by tensor,
+  and logs which storages each operator reads and writes (for the inference-memory liveness pass);
+* ``torch.autograd.graph.saved_tensors_hooks``: every tensor autograd saves for the backward pass,
+  deduplicated by storage, which is what training keeps in memory between forward and backward.
+
+The user's module is not copied: its parameters and buffers are swapped for meta stand-ins in the
+modules' own dictionaries for the duration of the call (as ``torch.func.functional_call`` does,
+tied weights staying tied), then put back with the train/eval flags.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from convkit.inspect import receptive as R
+from convkit.inspect.checks import check_module
+from convkit.inspect.fastmeta import NOT_HANDLED, meta_rule
+from convkit.layers.shapes import ShapeError, ShapeWarning
+
+__all__ = ["Frame", "Trace", "MetaUnsupportedError", "trace_model"]
+
+aten = torch.ops.aten
+
+
+class MetaUnsupportedError(RuntimeError):
+    """The model's forward needs real values (``.item()``, data-dependent shapes): pass ``device="cpu"``."""
+
+
+@dataclass(slots=True)
+class Frame:
+    """One call of one module during the traced forward."""
+
+    index: int
+    name: str
+    module: nn.Module
+    depth: int
+    parent: int | None
+    input_shapes: list[tuple[int, ...]]
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    output_numel: int = 0
+    output_bytes: int = 0
+    output_dtype: torch.dtype | None = None
+    rf: tuple | None = None
+    geometry: dict | None = None
+    macs: int = 0
+    saved_bytes: int = 0
+    finished: int = -1  # order in which calls returned; -1 while running
+
+
+@dataclass
+class Trace:
+    """What one traced forward recorded; figures are for the whole traced batch of ``batch`` samples."""
+
+    batch: int
+    frames: list[Frame]
+    macs_total: int
+    saved_bytes: int
+    input_bytes: int
+    peak_live_bytes: int
+    warnings: list[str]
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    """The tensors in a module's or an operator's arguments or result (nested lists, tuples, dicts)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    found: list[torch.Tensor] = []
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+    return found
+
+
+def _key(t: torch.Tensor) -> int:
+    # the StorageImpl's address: shared by views, unique per allocation while the tensor lives
+    # (meta tensors have data_ptr 0, so data_ptr cannot tell their storages apart)
+    return t.untyped_storage()._cdata
+
+
+def _conv_macs(args, out) -> int:
+    x, w, transposed = args[0], args[1], args[6]
+    # fvcore's and torchinfo's count: one multiply-add per weight per output position (per input
+    # position for a transposed convolution); the bias add is not a multiply-add here
+    positions = math.prod(x.shape[2:]) if transposed else math.prod(out.shape[2:])
+    return x.shape[0] * positions * w.numel()
+
+
+def _mm_macs(args, out) -> int:
+    a = args[-2]
+    return out.numel() * a.shape[-1]
+
+
+_MACS = {
+    aten.convolution.default: _conv_macs,
+    aten.mm.default: _mm_macs,
+    aten.addmm.default: _mm_macs,
+    aten.bmm.default: _mm_macs,
+    aten.baddbmm.default: _mm_macs,
+}
+
+
+def _hw(t: torch.Tensor) -> tuple[int, int] | None:
+    return (t.shape[-2], t.shape[-1]) if t.dim() >= 4 else None
+
+
+class _Tracer(TorchDispatchMode):
+    """Dispatch-level instrument: fast meta shapes, MACs, receptive fields, storage liveness."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps __torch_dispatch__ to keep torch.compile out; nothing is compiled here and
+        # the wrapper costs a few microseconds on each of the thousands of operators
+        return False
+
+    def __init__(self, fast: bool, state_ids: set[int]):
+        super().__init__()
+        self.fast = fast
+        self.state_ids = state_ids  # ids of the parameters and buffers
+        self.excluded: set[int] = set()  # their storages, found as operators read them
+        self.keys: dict[int, int] = {}  # tensor id -> storage key (every tensor seen is kept alive)
+        self.stack: list[Frame] = []
+        self.macs_outside = 0
+        self.rf: dict[int, tuple] = {}
+        self.alive: list[torch.Tensor] = []  # keeps ids in self.rf and self.keys valid for the whole pass
+        self.op_inputs: list[tuple[int, ...]] = []
+        self.op_outputs: list[tuple[int, ...]] = []
+        self.nbytes: dict[int, int] = {}
+        self.rules: dict[Any, Any] = {}
+
+    # -- the dispatch hook ------------------------------------------------------------------------
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if kwargs is None:
+            kwargs = {}
+        try:
+            rule = self.rules[func]
+        except KeyError:
+            rule = self.rules[func] = meta_rule(func) if self.fast else None
+        out = NOT_HANDLED if rule is None else rule(args, kwargs)
+        if out is NOT_HANDLED:
+            out = func(*args, **kwargs)
+        self._record(func, args, out)
+        return out
+
+    def _record(self, func, args, out) -> None:
+        tensor = torch.Tensor
+        inputs = []
+        for a in args:
+            if isinstance(a, tensor):
+                inputs.append(a)
+            elif type(a) in (list, tuple) and a and isinstance(a[0], tensor):
+                inputs.extend(a)
+        outputs = [out] if isinstance(out, tensor) else _tensors(out)
+        if not outputs:
+            return
+        excluded, nbytes, keys, alive = self.excluded, self.nbytes, self.keys, self.alive
+        ins = []
+        for t in inputs:
+            k = keys.get(id(t))
+            if k is None:
+                k = keys[id(t)] = t.untyped_storage()._cdata
+                alive.append(t)
+                if id(t) in self.state_ids:
+                    excluded.add(k)
+                elif k not in excluded and k not in nbytes:  # made before the pass: the input
+                    nbytes[k] = t.untyped_storage().nbytes()
+            if k not in excluded:
+                ins.append(k)
+        outs = []
+        for t in outputs:
+            k = keys.get(id(t))
+            if k is None:
+                storage = t.untyped_storage()
+                k = keys[id(t)] = storage._cdata
+                alive.append(t)
+                if k not in excluded and k not in nbytes:
+                    nbytes[k] = storage.nbytes()
+            if k not in excluded:
+                outs.append(k)
+        if not outs:
+            return  # a view or an in-place update of a parameter or buffer
+        counter = _MACS.get(func)
+        if counter is not None:
+            macs = counter(args, outputs[0])
+            if self.stack:
+                self.stack[-1].macs += macs
+            else:
+                self.macs_outside += macs
+        self._receptive(func, args, inputs, outputs)
+        # liveness log: the storages this operator reads and the ones it writes
+        self.op_inputs.append(ins)
+        self.op_outputs.append(outs)
+
+    # -- receptive fields -------------------------------------------------------------------------
+
+    def _receptive(self, func, args, inputs, outputs) -> None:
+        rf_map = self.rf
+        known = []
+        for t in inputs:
+            rf = rf_map.get(id(t))
+            if rf is not None:
+                known.append((rf, t))
+        if not known:
+            return
+        if len(known) == 1 and len(outputs) == 1 and func in _SAME_FIELD:
+            rf_map[id(outputs[0])] = known[0][0]
+            return
+        packet = func.overloadpacket
+        first_rf, first = known[0]
+        new = None
+        if packet is aten.convolution and first_rf[6] and _hw(first) and len(args[1].shape) == 4:
+            w = args[1]
+            k = (w.shape[2], w.shape[3])
+            stride, padding, dilation = _pair(args[3]), _pair(args[4]), _pair(args[5])
+            if args[6]:
+                new = R.transposed_window(first_rf, k, stride, padding, dilation)
+            else:
+                new = R.window(first_rf, k, stride, padding, dilation)
+        elif packet in _POOLS and first_rf[6] and _hw(first):
+            new = _pool_rf(packet, first_rf, args)
+        elif packet in _ADAPTIVE and first_rf[6] and _hw(first) and _hw(outputs[0]):
+            new = R.adaptive(first_rf, _hw(first), _hw(outputs[0]))
+        elif packet is aten.slice and first_rf[6] and _hw(first):
+            dim = args[1] if len(args) > 1 else 0
+            dim %= first.dim()
+            if dim >= first.dim() - 2:
+                start = args[2] if len(args) > 2 and args[2] is not None else 0
+                step = args[4] if len(args) > 4 else 1
+                size = first.shape[dim]
+                start = max(start + size, 0) if start < 0 else min(start, size)
+                offsets, steps = [0, 0], [1, 1]
+                offsets[dim - first.dim() + 2] = start
+                steps[dim - first.dim() + 2] = step
+                new = R.shift(first_rf, offsets, steps)
+            else:
+                new = first_rf
+        elif packet in _PADS and first_rf[6] and _hw(first):
+            pad = list(args[1])
+            # aten lists pads from the last dimension backwards: (left, right, top, bottom, ...)
+            left = pad[0] if len(pad) > 0 else 0
+            top = pad[2] if len(pad) > 2 else 0
+            new = R.shift(first_rf, (-top, -left))
+        for t in outputs:
+            if new is not None and (t is outputs[0] or _hw(t) == _hw(outputs[0])):
+                rf = new
+            else:
+                rf = self._generic(known, t)
+            rf_map[id(t)] = rf
+
+    @staticmethod
+    def _generic(known, out: torch.Tensor) -> tuple:
+        """Any other operator: each output position sees the union of what it reads."""
+        out_hw = _hw(out)
+        fields = []
+        for rf, t in known:
+            hw = _hw(t) if rf[6] else None
+            if out_hw is None or hw is None:
+                fields.append(R.globalize(rf, hw))
+            elif hw == out_hw:
+                fields.append(rf)
+            elif hw == (1, 1) or out_hw == (1, 1):
+                fields.append(R.globalize(rf, hw))  # a broadcast, or a reduction over the map
+            else:
+                fields.append(R.resize(rf, hw, out_hw))
+        return R.union(fields, out_hw is not None)
+
+
+def _pair(value) -> tuple[int, int]:
+    value = list(value) if isinstance(value, (list, tuple)) else [value]
+    return (int(value[0]), int(value[-1])) if value else (0, 0)
+
+
+# elementwise operators of one map: the field passes through unchanged
+_SAME_FIELD = {aten.relu.default, aten.relu_.default, aten.detach.default, aten.clone.default,
+               aten.hardtanh_.default, aten.hardtanh.default, aten.sigmoid.default, aten.tanh.default,
+               aten.silu.default, aten.silu_.default, aten.gelu.default, aten.leaky_relu.default,
+               aten.leaky_relu_.default, aten.elu.default, aten.elu_.default}
+
+_POOLS = {aten.max_pool2d_with_indices, aten.max_pool2d, aten.avg_pool2d, aten.avg_pool3d,
+          aten.max_pool3d_with_indices}
+_ADAPTIVE = {aten._adaptive_avg_pool2d, aten.adaptive_max_pool2d, aten._adaptive_avg_pool3d}
+_PADS = {aten.constant_pad_nd, aten.reflection_pad2d, aten.replication_pad2d}
+
+
+def _pool_rf(packet, rf, args) -> tuple:
+    def last2(value, default):
+        value = list(value) if isinstance(value, (list, tuple)) else ([value] if value is not None else [])
+        if not value:
+            return default
+        return (int(value[-2]), int(value[-1])) if len(value) >= 2 else (int(value[0]), int(value[0]))
+
+    kernel = last2(args[1], (1, 1))
+    stride = last2(args[2] if len(args) > 2 else None, kernel)
+    padding = last2(args[3] if len(args) > 3 else None, (0, 0))
+    has_dilation = packet in (aten.max_pool2d_with_indices, aten.max_pool2d, aten.max_pool3d_with_indices)
+    dilation = last2(args[4] if has_dilation and len(args) > 4 else None, (1, 1))
+    return R.window(rf, kernel, stride, padding, dilation)
+
+
+def _peak_live(tracer: _Tracer, input_key: int, output_keys: set[int]) -> int:
+    """Peak bytes of live tensors if each is freed right after the operator that reads it last.
+
+    The input is held by the caller for the whole pass and the outputs are returned; the other
+    outputs of an operator that nothing reads (max-pool indices, batch-norm statistics, which an
+    inference-mode forward does not even compute) are not counted.
+    """
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, (ins, outs) in enumerate(zip(tracer.op_inputs, tracer.op_outputs)):
+        for k in ins:
+            first.setdefault(k, i)
+            last[k] = i
+        for n, k in enumerate(outs):
+            if k not in first:
+                first[k] = i
+                if n > 0:
+                    continue  # a secondary output: live only if something reads it later
+            last[k] = i
+    end = len(tracer.op_inputs)
+    delta = [0] * (end + 2)
+    for k, start in first.items():
+        if k not in last:
+            continue
+        stop = end if (k == input_key or k in output_keys) else last[k]
+        size = tracer.nbytes.get(k, 0)
+        if k == input_key:
+            start = 0
+        delta[start] += size
+        delta[stop + 1] -= size
+    peak = live = 0
+    for d in delta:
+        live += d
+        peak = max(peak, live)
+    return peak
+
+
+def _swaps(modules: list[nn.Module], meta: bool, dtype: torch.dtype | None) -> list[tuple[dict, str, Any]]:
+    """What to put in the modules' parameter and buffer dictionaries for the traced pass.
+
+    On the meta device every real parameter and buffer gets a meta stand-in (same shape and
+    requires_grad; ``dtype`` for floating ones when given); one stand-in per tensor, so tied weights
+    stay tied. A model already on meta keeps its own tensors. Batch norm's ``num_batches_tracked``
+    becomes ``None`` either way, so its counter is not incremented (nor read with ``float()``, which
+    meta tensors cannot answer when ``momentum=None``); on a real device that is all that changes.
+
+    Returns:
+        ``(dictionary, key, stand-in)`` triples; :func:`_apply` swaps them in and back.
+    """
+    stand_ins: dict[int, torch.Tensor] = {}
+    swaps = []
+    for module in modules:
+        for store in (module._parameters, module._buffers):
+            for key, t in store.items():
+                if t is None:
+                    continue
+                if key == "num_batches_tracked" and isinstance(module, nn.modules.batchnorm._NormBase):
+                    swaps.append((store, key, None))
+                    continue
+                if not meta:
+                    continue
+                if isinstance(t, nn.parameter.UninitializedParameter):
+                    raise ValueError(f"parameter {key!r} of {type(module).__name__} is not initialised yet (a lazy "
+                                     f"module): build the model first, e.g. run it once or give convkit.Sequential "
+                                     f"an input_shape")
+                d = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
+                if t.device.type == "meta" and d == t.dtype:
+                    continue
+                new = stand_ins.get(id(t))
+                if new is None:
+                    # a plain tensor, as torch.func.functional_call puts in: cheaper than a Parameter
+                    new = stand_ins[id(t)] = torch.empty(t.shape, dtype=d, device="meta").requires_grad_(
+                        t.requires_grad)
+                swaps.append((store, key, new))
+    return swaps
+
+
+def _apply(swaps: list[tuple[dict, str, Any]]) -> list[tuple[dict, str, Any]]:
+    """Put each stand-in in place; returns the swaps that put the originals back."""
+    undo = []
+    for store, key, value in swaps:
+        undo.append((store, key, store[key]))
+        store[key] = value
+    return undo
+
+
+def trace_model(
+    model: nn.Module,
+    input_size: tuple[int, ...],
+    batch: int = 2,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "meta",
+    names: dict[int, str] | None = None,
+) -> Trace:
+    """Run ``model`` once on a batch of ``batch`` inputs of per-sample shape ``input_size``, instrumented.
+
+    Args:
+        model: any ``nn.Module``; left unchanged (parameters, buffers, hooks, train/eval flags).
+        input_size: per-sample input shape, e.g. ``(3, 224, 224)``.
+        batch: samples in the traced batch (2: batch norm in training mode needs more than one value
+            per channel; per-sample figures are divided by it).
+        dtype: dtype of the input and of floating parameters; ``None`` keeps the model's (on a real
+            device it must be the model's own).
+        device: ``"meta"`` (default, no memory, no compute), or a real device for a model whose
+            forward needs values; then the real parameters are used and buffers are restored after.
+        names: module id -> qualified name; computed when ``None``.
+
+    Returns:
+        A :class:`Trace`.
+
+    Raises:
+        ShapeError: a layer cannot take its input (named, with its input shape and the formula).
+        MetaUnsupportedError: the forward needs real values on the meta device.
+
+    Example:
+        >>> trace = trace_model(torchvision.models.resnet18(), (3, 224, 224))
+        >>> trace.macs_total // trace.batch
+        1814073344
+    """
+    device = torch.device(device)
+    meta = device.type == "meta"
+    named = list(model.named_modules(remove_duplicate=False))
+    if names is None:
+        names = {}
+        for n, m in named:
+            names.setdefault(id(m), n)
+    modules = list({id(m): m for _, m in named}.values())
+    params = [p for m in modules for p in m._parameters.values() if p is not None]
+    if dtype is None:
+        dtype_in = next((p.dtype for p in params if p.is_floating_point()), torch.get_default_dtype())
+    else:
+        dtype_in = dtype
+    if not meta and dtype is not None and any(p.is_floating_point() and p.dtype != dtype for p in params):
+        raise ValueError(f"dtype={dtype} differs from the model's: on a real device convkit runs the model "
+                         f"as it is; use the meta device to change the dtype")
+    swaps = _swaps(modules, meta, dtype)
+
+    frames: list[Frame] = []
+    saved: dict[int, int] = {}
+    seen_warnings: list[str] = []
+    finish_order = itertools.count()
+    tensor = torch.Tensor
+
+    def pre_hook(module, args):
+        stack = tracer.stack
+        firsts = args if (len(args) == 1 and isinstance(args[0], tensor)) else _tensors(args)
+        shapes = [tuple(t.shape) for t in firsts]
+        name = names.get(id(module))
+        frame = Frame(len(frames), f"<{type(module).__name__}>" if name is None else name, module, len(stack),
+                      stack[-1].index if stack else None, shapes)
+        frames.append(frame)
+        stack.append(frame)
+        if shapes:
+            frame.geometry = check_module(module, frame.name, shapes[0][1:])
+
+    def post_hook(module, args, output):
+        stack = tracer.stack
+        if not stack or stack[-1].module is not module:
+            return  # a module called outside the traced forward
+        frame = stack.pop()
+        outs = [output] if isinstance(output, tensor) else _tensors(output)
+        if outs:
+            frame.output_shapes = [tuple(t.shape) for t in outs]
+            numel = [t.numel() for t in outs]
+            frame.output_numel = sum(numel)
+            frame.output_bytes = sum(n * t.element_size() for n, t in zip(numel, outs))
+            frame.output_dtype = outs[0].dtype
+            frame.rf = tracer.rf.get(id(outs[0]))
+        frame.finished = next(finish_order)
+
+    def pack(t: torch.Tensor):
+        k = tracer.keys.get(id(t))
+        if k is None:
+            k = t.untyped_storage()._cdata
+            if id(t) in state_ids:
+                tracer.excluded.add(k)
+        if k not in tracer.excluded and k != input_key and k not in saved:
+            size = saved[k] = t.untyped_storage().nbytes()
+            if tracer.stack:
+                tracer.stack[-1].saved_bytes += size
+        return t
+
+    modes = [(m, m.training) for m in modules]
+    buffers = {} if meta else {n: b.detach().clone() for n, b in model.named_buffers() if b is not None}
+    undo: list = []
+    try:
+        with ExitStack() as stack:
+            undo = _apply(swaps)
+            state_ids = {id(t) for m in modules for store in (m._parameters, m._buffers)
+                         for t in store.values() if t is not None}
+            tracer = _Tracer(fast=meta, state_ids=state_ids)
+            if meta:
+                x = torch.empty((batch, *input_size), dtype=dtype_in, device="meta")
+            else:
+                x = torch.zeros((batch, *input_size), dtype=dtype_in, device=device)
+            tracer.rf[id(x)] = R.INPUT
+            tracer.alive.append(x)
+            input_key = tracer.keys[id(x)] = _key(x)
+            tracer.nbytes[input_key] = x.untyped_storage().nbytes()
+
+            caught = stack.enter_context(warnings.catch_warnings(record=True))
+            warnings.simplefilter("always", ShapeWarning)
+            stack.enter_context(torch.enable_grad())
+            stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+            handles = [nn.modules.module.register_module_forward_pre_hook(pre_hook),
+                       nn.modules.module.register_module_forward_hook(post_hook)]
+            for h in handles:
+                stack.callback(h.remove)
+            for m in modules:
+                m.training = True
+            try:
+                with tracer:
+                    output = model(x)
+            except ShapeError:
+                raise
+            except Exception as err:  # torch words shape errors in many ways: keep its words, add ours
+                raise _wrap(err, tracer.stack) from err
+            for w in caught:
+                if issubclass(w.category, ShapeWarning):
+                    seen_warnings.append(str(w.message))
+                else:  # not ours to swallow
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    finally:
+        _apply(undo)
+        for m, mode in modes:
+            m.training = mode
+        if buffers:
+            with torch.no_grad():
+                for n, b in model.named_buffers():
+                    if n in buffers:
+                        b.copy_(buffers[n])
+    output_keys = {_key(t) for t in _tensors(output)}
+    return Trace(
+        batch=batch,
+        frames=frames,
+        macs_total=sum(f.macs for f in frames) + tracer.macs_outside,
+        saved_bytes=sum(saved.values()),
+        input_bytes=x.numel() * x.element_size(),
+        peak_live_bytes=_peak_live(tracer, input_key, output_keys),
+        warnings=seen_warnings,
+    )
+
+
+def _wrap(err: Exception, stack: list[Frame]) -> Exception:
+    text = f"{type(err).__name__}: {err}"
+    meta_words = ("meta tensor", "on meta", "meta device", "data-dependent", "item()")
+    if isinstance(err, NotImplementedError) or any(w in str(err) for w in meta_words):
+        where = f" of {stack[-1].name or type(stack[-1].module).__name__!r}" if stack else ""
+        return MetaUnsupportedError(
+            f"the forward{where} needs real values, which the meta device does not have ({text}); "
+            f"run the summary with device='cpu' instead"
+        )
+    if not stack:
+        return ShapeError(text, "(model)")
+    frame = stack[-1]
+    shape = frame.input_shapes[0][1:] if frame.input_shapes else None
+    return ShapeError(text, frame.name or type(frame.module).__name__, shape)
