@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -31,7 +30,7 @@ def layer_prefix(module: nn.Module) -> str:
     for key, prefix in _PREFIXES:
         if key in type_name:
             return prefix
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type_name).lower()
+    return type_name.lower()  # ReLU -> relu1, Tanh -> tanh1
 
 
 def _auto_names(layers: Iterable[nn.Module]) -> OrderedDict[str, nn.Module]:
