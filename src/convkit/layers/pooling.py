@@ -148,14 +148,30 @@ class SumPool2d(nn.Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, ceil_mode={self.ceil_mode}"
 
 
-def _global_output_shape(module: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
-    if len(input_shape) != 3:
-        raise ShapeError(f"{type(module).__name__} expects a feature map (C, H, W), got {len(input_shape)} dimension(s)")
-    channels = int(input_shape[0])
-    return (channels, 1, 1) if module.keepdims else (channels,)
+class _GlobalPool:
+    """What the two global pools share: one output per channel, flattened unless ``keepdims``."""
+
+    def __init__(self, keepdims: bool = False):
+        super().__init__(1)  # the adaptive pool's output size: 1x1
+        self.keepdims = keepdims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return y if self.keepdims else y.flatten(-3)
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """``(C,)``, or ``(C, 1, 1)`` with ``keepdims``, for ``(C, H, W)``."""
+        if len(input_shape) != 3:
+            raise ShapeError(f"{type(self).__name__} expects a feature map (C, H, W), got {len(input_shape)} "
+                             "dimension(s)")
+        channels = int(input_shape[0])
+        return (channels, 1, 1) if self.keepdims else (channels,)
+
+    def extra_repr(self) -> str:
+        return f"keepdims={self.keepdims}"
 
 
-class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
+class GlobalAvgPool2d(_GlobalPool, nn.AdaptiveAvgPool2d):
     """Mean over all positions of each channel: ``(N, C, H, W) -> (N, C)`` (NIN, GoogLeNet, ResNet).
 
     Args:
@@ -166,23 +182,8 @@ class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
         torch.Size([2, 8])
     """
 
-    def __init__(self, keepdims: bool = False):
-        super().__init__(1)
-        self.keepdims = keepdims
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        return y if self.keepdims else y.flatten(-3)
-
-    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        """``(C,)``, or ``(C, 1, 1)`` with ``keepdims``, for ``(C, H, W)``."""
-        return _global_output_shape(self, input_shape)
-
-    def extra_repr(self) -> str:
-        return f"keepdims={self.keepdims}"
-
-
-class GlobalMaxPool2d(nn.AdaptiveMaxPool2d):
+class GlobalMaxPool2d(_GlobalPool, nn.AdaptiveMaxPool2d):
     """Maximum over all positions of each channel: ``(N, C, H, W) -> (N, C)``.
 
     Args:
@@ -192,18 +193,3 @@ class GlobalMaxPool2d(nn.AdaptiveMaxPool2d):
         >>> GlobalMaxPool2d(keepdims=True)(torch.ones(2, 8, 7, 7)).shape
         torch.Size([2, 8, 1, 1])
     """
-
-    def __init__(self, keepdims: bool = False):
-        super().__init__(1)
-        self.keepdims = keepdims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        return y if self.keepdims else y.flatten(-3)
-
-    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        """``(C,)``, or ``(C, 1, 1)`` with ``keepdims``, for ``(C, H, W)``."""
-        return _global_output_shape(self, input_shape)
-
-    def extra_repr(self) -> str:
-        return f"keepdims={self.keepdims}"
