@@ -17,7 +17,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("verb", [[], ["models"], ["summary"]])
+@pytest.mark.parametrize("verb", [[], ["models"], ["summary"], ["train"], ["evaluate"], ["predict"], ["lr-find"]])
 def test_every_help_shows_an_example(verb):
     result = subprocess.run([sys.executable, "-m", "convkit", *verb, "--help"], capture_output=True, text=True)
     assert result.returncode == 0

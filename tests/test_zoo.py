@@ -492,12 +492,13 @@ def _mult_adds(model, shape):
 def test_fastcnn_budget_and_options():
     model = meta_model("fastcnn")
     macs = _mult_adds(model, (1, 28, 28))
-    # 1->16 at 28x28; 16->32, 32->32 at 14x14; 32->64, 64->64 at 7x7; FC 64->10
-    assert macs == 9 * 16 * 784 + (9 * 16 * 32 + 9 * 32 * 32) * 196 + (9 * 32 * 64 + 9 * 64 * 64) * 49 + 64 * 10
+    # 1->16 at 28x28; 16->32, 32->32 at 14x14; 32->64, 64->64 at 7x7; FC on the flattened 64x7x7 maps -> 10
+    assert macs == (9 * 16 * 784 + (9 * 16 * 32 + 9 * 32 * 32) * 196 + (9 * 32 * 64 + 9 * 64 * 64) * 49
+                    + 64 * 49 * 10)
     assert 4e6 <= macs <= 8e6  # about two epochs of Fashion-MNIST a minute on 2 CPU cores
     assert count_parameters(model) == (conv(1, 16, 3, bias=False) + bn(16) + conv(16, 32, 3, bias=False) + bn(32)
                                        + conv(32, 32, 3, bias=False) + bn(32) + conv(32, 64, 3, bias=False) + bn(64)
-                                       + conv(64, 64, 3, bias=False) + bn(64) + fc(64, 10))
+                                       + conv(64, 64, 3, bias=False) + bn(64) + fc(64 * 49, 10))
     big = meta_model("fastcnn", widths=(32, 64, 128), depths=2)
     assert big.num_features == 128 and 20e6 <= _mult_adds(big, (1, 28, 28)) <= 60e6
     assert [len(big.features.get_submodule(f"stage{i}")) for i in (1, 2, 3)] == [2, 2, 2]

@@ -17,8 +17,10 @@ from convkit.models import (
     load_model_file,
     model_info,
 )
+from convkit.train import TrainConfig, Trainer, evaluate, load_checkpoint, predict, train
 
 __version__ = "0.1.0"
 __all__ = [
-    "Sequential", "create_model", "layers", "list_models", "load_model_file", "model_info", "summary", "__version__",
+    "Sequential", "TrainConfig", "Trainer", "create_model", "evaluate", "layers", "list_models", "load_checkpoint",
+    "load_model_file", "model_info", "predict", "summary", "train", "__version__",
 ]

@@ -12,6 +12,7 @@ from convkit import __version__
 
 EXAMPLES = {
     "main": """examples:
+  convkit train                        train fastcnn on the built-in Fashion-MNIST subset (under a minute)
   convkit models                       list the zoo
   convkit models 'resnet*' --json      the ResNets, as JSON
   convkit summary vgg16 --input 3x224x224 --batch 64 --optimizer adam
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="FILE", help="also write the per-layer rows as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="draw the layer stack as boxes sized by their feature maps")
     p.set_defaults(run=cmd_summary)
+
+    from convkit.cli.train_cmds import register as register_training
+
+    register_training(verbs, fmt)
     return parser
 
 

@@ -10,7 +10,6 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Sequence
 
 import yaml
 
@@ -95,6 +94,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-clip", type=float, default=_S, help="clip the gradient norm (0: off)")
     g.add_argument("--ema", type=float, default=_S, help="EMA decay of the weights, e.g. 0.999 (0: off)")
     g.add_argument("--early-stopping", type=int, default=_S, metavar="PATIENCE")
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=_S,
+                   help="evaluate on images and their mirror images (default: when training flips them)")
     g = p.add_argument_group("execution")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=_S)
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=_S)
@@ -295,24 +296,3 @@ def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> Non
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_lr_find)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """These verbs alone (``python -m convkit.cli.train_cmds train ...``), for use before cli.main registers them."""
-    from convkit.cli.main import CLIError
-
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="convkit", formatter_class=fmt)
-    register(parser.add_subparsers(dest="verb", metavar="<verb>"), fmt)
-    args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        return 0
-    try:
-        return args.run(args)
-    except CLIError as err:
-        print(f"convkit: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

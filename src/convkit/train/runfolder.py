@@ -1,0 +1,202 @@
+"""The run folder, `runs/<name>/`: config.yaml, metrics.csv, curves.png, confusion.png and the checkpoints.
+
+Every file is written to a temporary name in the same folder and moved into place with `os.replace`, which
+is atomic on POSIX and Windows: a run killed at any instant leaves each file either old or new, never torn.
+Plots use matplotlib's object API (no pyplot, no GUI backend), so training works on headless machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_s",
+                 "images_per_s", "elapsed_s")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Calls `write(tmp_path)` and moves the result onto `path` atomically.
+
+    Args:
+        path: the destination.
+        write: writes the whole file at the path it is given.
+
+    Returns:
+        `path` as a Path.
+
+    Example:
+        >>> atomic_write("runs/x/last.safetensors", lambda tmp: save_file(tensors, tmp))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:  # the data reaches the disk before the rename makes it visible
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Writes text (UTF-8) atomically; see `atomic_write`."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str) -> Path:
+    """Creates `runs_dir/<name>/`; without a name, `<model>-<date>-<time>` (with -2, -3... if taken).
+
+    Raises:
+        FileExistsError: a named folder already holds a run (resume it or choose another name).
+    """
+    runs_dir = Path(runs_dir)
+    if name:
+        path = runs_dir / name
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"{path} already holds a run; continue it with `convkit train --resume {path}` "
+                                  "or choose another --name")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).stem) + time.strftime("-%Y%m%d-%H%M%S")
+    for i in range(1, 1000):
+        path = runs_dir / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{runs_dir}: could not find a free run name for {stem}")
+
+
+def write_metrics(path: str | os.PathLike, history: Sequence[dict]) -> Path:
+    """metrics.csv: one row per epoch (columns METRIC_FIELDS), rewritten whole from the history.
+
+    Rewriting from the checkpoint's history (rather than appending) keeps the file right after a resume.
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """metrics.csv back as a list of dicts of floats (epoch as int)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)]
+
+
+def _save_figure(fig, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+
+
+def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """curves.png: loss (left) and accuracy (right) per epoch, train and test.
+
+    Example:
+        >>> plot_curves(result.history, "runs/x/curves.png")
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in history]
+    for key, style in (("train", "-o"), ("test", "-s")):
+        ax_loss.plot(epochs, [r[f"{key}_loss"] for r in history], style, label=key)
+        ax_acc.plot(epochs, [100 * r[f"{key}_acc"] for r in history], style, label=key)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save_figure(fig, path)
+
+
+def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os.PathLike,
+                   title: str = "confusion matrix") -> Path:
+    """confusion.png: rows = true class, columns = predicted, shaded by the share of the row, counts written.
+
+    Example:
+        >>> plot_confusion(result.confusion, classes, "runs/x/confusion.png")
+    """
+    from matplotlib.figure import Figure
+
+    confusion = np.asarray(confusion)
+    k = len(confusion)
+    size = max(4.0, 0.45 * k + 2)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
+    share = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    if k <= 30:  # beyond that, labels and counts are unreadable
+        ax.set_xticks(range(k), [str(c) for c in classes], rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(k), [str(c) for c in classes], fontsize=8)
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j]:
+                    ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return _save_figure(fig, path)
+
+
+def plot_image_grid(images: np.ndarray, captions: Sequence[str], path: str | os.PathLike,
+                    title: str = "", columns: int = 8) -> Path:
+    """A grid of uint8 images (N, C, H, W) with a caption under each, e.g. the worst-classified examples.
+
+    Example:
+        >>> plot_image_grid(images, ["Shirt -> T-shirt 0.91", ...], "worst.png")
+    """
+    from matplotlib.figure import Figure
+
+    n = len(images)
+    columns = max(1, min(columns, n))
+    rows = max(1, -(-n // columns))
+    fig = Figure(figsize=(1.7 * columns, 1.9 * rows + (0.4 if title else 0)))
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, caption in zip(axes, images, captions):
+        image = np.asarray(image)
+        if image.shape[0] == 1:
+            ax.imshow(image[0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(np.moveaxis(image[:3], 0, -1))
+        ax.set_title(caption, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save_figure(fig, path)
+
+
+def plot_lr_finder(lrs: Sequence[float], losses: Sequence[float], suggestion: float | None,
+                   path: str | os.PathLike) -> Path:
+    """lr_find.png: the smoothed loss against the learning rate (log scale), the suggestion marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel="loss (smoothed)", title="learning-rate finder")
+    if suggestion:
+        ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested {suggestion:.3g}")
+        ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    return _save_figure(fig, path)

@@ -1,0 +1,678 @@
+"""The training loop: `Trainer(config).fit()` or `train(...)`, the same as `convkit train` does.
+
+One step, in full (`Trainer._step`): augment the uint8 batch on the device, normalise it, forward under
+autocast, (mixed) cross-entropy with label smoothing, backward through the gradient scaler, optional
+gradient clipping, optimizer step, scheduler step, EMA update. The dataset lives on the device as one
+uint8 tensor and batches come from the data package's seeded per-epoch permutation, so a batch costs no
+Python per image and the position in the data order is one integer, saved with every checkpoint.
+
+Exact resume: the resumable state (weights, optimizer, scheduler, scaler, EMA, torch/numpy/python RNG
+states, the augmenter's generator, the epoch and position in its data order, running sums) is saved at
+every epoch end and every `checkpoint_every` steps. SIGINT/SIGTERM finish the current step and save;
+after kill -9 the last checkpoint is used. On CPU, with the same thread count, a resumed run ends with
+weights bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from convkit.data import Augmenter, ImageTensorDataset, check_labels, load_dataset, mixed_cross_entropy
+from convkit.data.errors import DatasetNotFoundError
+from convkit.train import distributed as D
+from convkit.train.checkpoint import CheckpointError, load_state, save_state, save_tensors
+from convkit.train.config import TrainConfig
+from convkit.train.evaluate import classification_metrics, predict_logits
+from convkit.train.lr_finder import LRFinderResult, lr_sweep
+from convkit.train.runfolder import new_run_dir, plot_confusion, plot_curves, write_metrics
+from convkit.train.schedule import build_optimizer, build_scheduler, ema_with_warmup
+
+# Options that may differ when a run is resumed: they change what is printed, not what is computed.
+RESUMABLE_OVERRIDES = ("quiet", "log_every")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns.
+
+    Attributes:
+        run_dir: the run folder (None on ranks other than 0).
+        history: one dict per epoch (the rows of metrics.csv).
+        best: the row of the epoch with the best test accuracy.
+        stopped: "completed", "early_stopping" or "interrupted" (SIGINT/SIGTERM; resume with --resume).
+        model: the evaluated model (the EMA if on), in eval mode.
+        signal: the signal that interrupted the run, if any.
+        classes, confusion: class names and the best epoch's test confusion matrix (row = true class).
+    """
+
+    run_dir: Path | None
+    history: list[dict]
+    best: dict | None
+    stopped: str
+    model: nn.Module
+    signal: int | None = None
+    classes: list[str] | None = None
+    confusion: list | None = None
+
+    @property
+    def test_accuracy(self) -> float:
+        """The last epoch's test accuracy (0..1)."""
+        return self.history[-1]["test_acc"] if self.history else float("nan")
+
+
+def _resolve_config(config, overrides) -> TrainConfig:
+    if config is None:
+        config = TrainConfig()
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    elif isinstance(config, str | os.PathLike):
+        config = TrainConfig.from_yaml(config)
+    return config.replace(**overrides) if overrides else config
+
+
+def _resume_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    file = path / "resume.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no resume.safetensors here; is it the folder of a run that saved a "
+                                "checkpoint (`convkit train` writes one at every epoch end)?")
+    return file
+
+
+def _load_split(name: str, split: str, data_dir) -> ImageTensorDataset:
+    ds = load_dataset(name, split, data_dir, progress=False)
+    if not isinstance(ds, ImageTensorDataset):
+        raise ValueError(f"{name}: too large to hold in memory ({len(ds)} files); training streams are not "
+                         "supported yet: pass image_size to shrink the images, or use a subset")
+    return ds
+
+
+def _model_spec(config: TrainConfig, model: nn.Module | None, num_classes: int, in_channels: int) -> dict:
+    base = {"num_classes": num_classes, "in_channels": in_channels}
+    if model is not None:
+        return {**base, "kind": "python", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    if str(config.model).lower().endswith((".yaml", ".yml")):
+        path = Path(config.model)
+        return {**base, "kind": "file", "path": str(path), "text": path.read_text(encoding="utf-8")}
+    return {**base, "kind": "zoo", "name": config.model, "kwargs": config.model_kwargs}
+
+
+class Trainer:
+    """Trains a classifier as `convkit train` does: run folder, checkpoints, exact resume, DDP under torchrun.
+
+    Args:
+        config: a `TrainConfig`, a dict of its fields, a YAML file, or None for the defaults.
+        model: a model built in Python (else `config.model` is built from the zoo or a model file).
+        train_data, test_data: `ImageTensorDataset`s (else loaded from `config.data`).
+        resume: a run folder (or its resume.safetensors) to continue; the config then comes from it.
+        **overrides: config fields, e.g. `epochs=10` (on resume only quiet and log_every).
+
+    Raises:
+        LabelError: a label outside the class range, naming the file (before any training).
+        DatasetNotFoundError, CheckpointError, ValueError: bad data, checkpoint or config (named).
+
+    Example:
+        >>> trainer = Trainer(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4})
+        >>> result = trainer.fit()
+        >>> result.test_accuracy, result.run_dir
+    """
+
+    def __init__(self, config: TrainConfig | dict | str | None = None, *, model: nn.Module | None = None,
+                 train_data: ImageTensorDataset | None = None, test_data: ImageTensorDataset | None = None,
+                 resume: str | os.PathLike | None = None, **overrides):
+        started = time.perf_counter()
+        if isinstance(model, str):  # Trainer(model="resnet20"): a name for the config, not a module
+            overrides["model"], model = model, None
+        state = meta = None
+        self.run_dir: Path | None = None
+        if resume is not None:
+            file = _resume_file(resume)
+            state, meta = load_state(file)
+            bad = set(overrides) - set(RESUMABLE_OVERRIDES)
+            if bad or config is not None:
+                raise ValueError(f"a resumed run keeps its config; only {', '.join(RESUMABLE_OVERRIDES)} may "
+                                 f"change (got {', '.join(sorted(bad)) or 'a config'})")
+            config = TrainConfig.from_dict({**meta["config"], **overrides})
+            self.run_dir = file.parent
+        else:
+            config = _resolve_config(config, overrides)
+        self.config = cfg = config
+        self.dist, self.device = D.init_distributed(cfg.device)
+        threads = cfg.threads or (meta or {}).get("threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.deterministic = self.device.type == "cpu" if cfg.deterministic is None else cfg.deterministic
+
+        # Data: the training set's statistics normalise both sets; labels are checked before any training.
+        self.train_data, self.test_data = self._load_data(train_data, test_data)
+        classes = self.train_data.classes
+        num_classes = int(getattr(model, "num_classes", None) or len(classes))
+        if num_classes < len(classes):
+            raise ValueError(f"the model predicts {num_classes} classes, the data has {len(classes)}")
+        check_labels(self.train_data.labels.cpu(), num_classes,
+                     self.train_data.sample_sources or self.train_data.source)
+        check_labels(self.test_data.labels.cpu(), num_classes, self.test_data.sample_sources or self.test_data.source)
+        self.classes = list(classes)
+        self.input_shape = tuple(self.train_data.image_shape)
+        if meta is not None:
+            self.mean, self.std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+        else:
+            self.mean, self.std = self.train_data.mean.clone(), self.train_data.std.clone()
+        self.train_data = self.train_data.to(self.device)
+        self.test_data = self.test_data.to(self.device)
+        self._scale = (1 / (255 * self.std)).to(self.device).view(1, -1, 1, 1)
+        self._shift = (-self.mean / self.std).to(self.device).view(1, -1, 1, 1)
+
+        # Model: seeded, so a run's initial weights depend on its seed alone.
+        self._seed_everything(cfg.seed)
+        self.spec = _model_spec(cfg, model, num_classes, self.input_shape[0])
+        if model is None:
+            from convkit.train.checkpoint import build_from_spec
+
+            model = build_from_spec(self.spec)
+        self.model = model.to(self.device)
+        if cfg.channels_last is not False:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
+        self._build_optimizer()
+        self.ema = None
+        if cfg.ema:
+            from torch.optim.swa_utils import AveragedModel
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema), use_buffers=True)
+        self.augmenter = Augmenter(cfg.augment_config(), seed=cfg.seed)
+        self.mixing = cfg.augment_config().mixup > 0 or cfg.augment_config().cutmix > 0
+        self.tta = cfg.augment_config().horizontal_flip if cfg.tta is None else cfg.tta
+        precision = cfg.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        self.precision = precision
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.forward_model: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+
+        # Progress: where the run stands; replaced by the checkpoint's on resume.
+        self.epoch, self.position, self.step = 0, 0, 0
+        self.elapsed = 0.0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.best_confusion: list | None = None
+        self.bad_epochs = 0
+        self._sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n this epoch
+        self._stop_signal: int | None = None
+        # Called as fn(trainer, row) after each epoch's evaluation and checkpoint (e.g. to log or time it).
+        self.on_epoch_end: list = []
+        if state is not None:
+            self._load_state(state)
+        self.setup_s = time.perf_counter() - started
+
+    # --- set-up ---------------------------------------------------------------------------------------------
+
+    def _load_data(self, train_data, test_data) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+        cfg = self.config
+        train = train_data if train_data is not None else _load_split(cfg.data, "train", cfg.data_dir)
+        if test_data is not None:
+            test = test_data
+        elif cfg.test_data:
+            try:
+                test = _load_split(cfg.test_data, "test", cfg.data_dir)
+            except DatasetNotFoundError:  # a folder or CSV that is one collection: all of it is the test set
+                test = _load_split(cfg.test_data, "train", cfg.data_dir)
+        else:
+            try:
+                test = _load_split(cfg.data, "test", cfg.data_dir)
+            except DatasetNotFoundError:
+                train, test = train.split(0.1, seed=cfg.seed)
+                self._print(f"{cfg.data}: no test split; holding out 10% of each class for testing")
+        if cfg.limit:
+            train = train.subset(range(min(cfg.limit, len(train))))
+        if cfg.test_limit:
+            test = test.subset(range(min(cfg.test_limit, len(test))))
+        if tuple(test.image_shape) != tuple(train.image_shape):
+            raise ValueError(f"test images are {tuple(test.image_shape)}, training images "
+                             f"{tuple(train.image_shape)} (C, H, W); give both the same size")
+        return train, test
+
+    def _build_optimizer(self) -> None:
+        self.optimizer = build_optimizer(self.model, self.config)
+        self.scheduler = build_scheduler(self.optimizer, self.config, self.steps_per_epoch)
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+    def _print(self, text: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model that is evaluated and saved: the EMA of the weights if on, else the weights."""
+        return self.ema.module if self.ema is not None else self.model
+
+    # --- one step -------------------------------------------------------------------------------------------
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, sweep: bool = False):
+        """Trains one global batch; returns (loss, correct predictions, samples) of this rank, as tensors."""
+        cfg = self.config
+        x, ya, yb, lam = self.augmenter(images, labels)
+        global_n = len(x)
+        if self.dist.enabled:  # every rank augments the whole batch (same generator), then takes its slice
+            x, ya, yb, lam = (D.shard(t, self.dist) for t in (x, ya, yb, lam))
+        x = x * self._scale + self._shift
+        if cfg.channels_last is not False:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            logits = self.forward_model(x)
+        logits = logits.float()
+        if self.mixing:
+            loss = mixed_cross_entropy(logits, ya, yb, lam, cfg.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits, ya, label_smoothing=cfg.label_smoothing)
+        # DDP averages gradients over ranks; weighting by the slice's share makes that the global batch's mean
+        # even when the batch does not split evenly.
+        scaled = loss * (len(ya) * self.dist.world_size / global_n) if self.dist.enabled else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(scaled).backward()
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if not sweep:
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+        correct = (logits.argmax(1) == ya).sum()
+        return loss.detach(), correct, len(ya)
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Trains from where the run stands to the last epoch (or early stopping, or a signal).
+
+        Returns:
+            A `TrainResult` (history, best epoch, run folder, how it stopped).
+
+        Raises:
+            NonFiniteLossError: the loss became NaN or infinite; the last good checkpoint is kept.
+        """
+        cfg = self.config
+        self._ensure_run_dir()
+        if self.dist.is_main and self.step == 0:
+            self.config = cfg = cfg.replace(name=self.run_dir.name)
+            cfg.to_yaml(self.run_dir / "config.yaml")
+        elif self.dist.is_main and self.history:
+            write_metrics(self.run_dir / "metrics.csv", self.history)  # the checkpoint's history is the truth
+        previous = self._install_signals()
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
+        # Deterministic mode also fills every new tensor with NaN to expose reads of uninitialised memory:
+        # about a tenth of a small CNN's step on CPU, and no part of what makes results repeatable.
+        fill = torch.utils.deterministic.fill_uninitialized_memory
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = not self.deterministic
+        stopped = "completed"
+        try:
+            if self.epoch == 0 and self.position == 0:
+                self._print(self._describe())
+            while self.epoch < cfg.epochs:
+                outcome = self._run_epoch()
+                if outcome == "interrupted":
+                    stopped = outcome
+                    break
+                if cfg.early_stopping and self.bad_epochs >= cfg.early_stopping:
+                    self._print(f"early stopping: no better test accuracy for {self.bad_epochs} epochs")
+                    stopped = "early_stopping"
+                    break
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+            torch.backends.cudnn.benchmark = benchmark
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self.dist.is_main and self.history:
+            self._plots()
+        if stopped == "interrupted":
+            name = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(self._stop_signal, "a signal")
+            self._print(f"stopped by {name} at epoch {self.epoch + 1}, step {self.step}; state saved. "
+                        f"Continue with: convkit train --resume {self.run_dir}")
+        D.barrier(self.dist)
+        return TrainResult(self.run_dir if self.dist.is_main else None, self.history, self.best, stopped,
+                           self.eval_model.eval(), self._stop_signal, self.classes, self.best_confusion)
+
+    def _ensure_run_dir(self) -> Path:
+        if self.run_dir is None:
+            cfg = self.config
+            name = str(new_run_dir(cfg.runs_dir, cfg.name, cfg.model)) if self.dist.is_main else None
+            self.run_dir = Path(D.broadcast_text(name, self.dist))
+        return self.run_dir
+
+    def _run_epoch(self) -> str:
+        cfg, epoch = self.config, self.epoch
+        batches = self.train_data.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch, start=self.position)
+        bar = tqdm(total=len(self.train_data), initial=self.position, unit="img", unit_scale=True,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                   disable=cfg.quiet or not self.dist.is_main, mininterval=0.5)
+        started, shown, pending = time.perf_counter(), self.position, []
+        first_position, train_s = self.position, 0.0
+        self.model.train()
+        for images, labels in batches:
+            loss, correct, count = self._step(images, labels)
+            pending.append(loss)
+            self._sums += torch.stack([loss.double() * count, correct.double(),
+                                       torch.tensor(float(count), dtype=torch.float64, device=self.device)])
+            self.step += 1
+            self.position = batches.position
+            save_now = cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0
+            check_now = save_now or self.step % cfg.log_every == 0 or len(batches) == 0
+            if not self.dist.enabled and self._stop_signal is not None:
+                check_now = True  # one process: act on a signal at once; DDP ranks agree at check steps
+            if not check_now:
+                continue
+            train_s += time.perf_counter() - started
+            started = time.perf_counter()
+            stop = self._check(pending, epoch)
+            pending = []
+            bar.update(self.position - shown)
+            shown = self.position
+            loss_avg, acc = (self._sums[0] / self._sums[2]).item(), (self._sums[1] / self._sums[2]).item()
+            bar.set_postfix_str(f"loss {loss_avg:.4f} acc {100 * acc:.2f}% lr {self._lr():.3g}", refresh=False)
+            if stop:
+                self.elapsed += train_s
+                self._save_resume()
+                bar.close()
+                return "interrupted"
+            if save_now and len(batches) > 0:
+                self._save_resume()
+        bar.close()
+        train_s += time.perf_counter() - started
+        self.elapsed += train_s
+        self._end_epoch((len(self.train_data) - first_position) / max(train_s, 1e-9))
+        return "done"
+
+    def _check(self, pending: list[torch.Tensor], epoch: int) -> bool:
+        """Stops on a non-finite loss (naming the step) and says whether a signal asked to stop (all ranks)."""
+        finite = torch.isfinite(torch.stack(pending)) if pending else torch.ones(0, dtype=torch.bool)
+        flags = torch.tensor([float(not bool(finite.all())), float(self._stop_signal is not None)],
+                             device=self.device)
+        flags = D.any_flag(flags, self.dist)
+        if flags[0]:
+            bad = (~finite).nonzero().flatten()
+            step = self.step - len(pending) + 1 + (int(bad[0]) if len(bad) else 0)
+            value = float(pending[int(bad[0])]) if len(bad) else float("nan")
+            last = self.run_dir / "last.safetensors" if self.run_dir else None
+            kept = (f"the last good checkpoint is kept: {last} (and resume.safetensors)"
+                    if last is not None and last.exists() else "no checkpoint had been saved yet")
+            raise NonFiniteLossError(
+                f"the loss became {value} at epoch {epoch + 1}, step {step}; training stopped and {kept}. "
+                f"Lower the learning rate (now {self.config.lr:g}), or clip gradients (--grad-clip 1.0), "
+                "or use fp32 if the run uses fp16")
+        return bool(flags[1])
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _end_epoch(self, images_per_s: float) -> None:
+        cfg = self.config
+        sums = D.all_sum(self._sums, self.dist).tolist()
+        eval_started = time.perf_counter()
+        metrics = self.evaluate_metrics()
+        self.elapsed += time.perf_counter() - eval_started
+        row = {
+            "epoch": self.epoch + 1, "train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1),
+            "test_loss": metrics["loss"], "test_acc": metrics["top1"], "test_top5": metrics["top5"],
+            "lr": self._lr(), "elapsed_s": self.elapsed,
+        }
+        row["epoch_s"] = self.elapsed - (self.history[-1]["elapsed_s"] if self.history else 0.0)
+        row["images_per_s"] = images_per_s
+        self.history.append(row)
+        improved = self.best is None or row["test_acc"] > self.best["test_acc"]
+        if improved:
+            self.best, self.best_confusion, self.bad_epochs = row, metrics["confusion"].tolist(), 0
+        else:
+            self.bad_epochs += 1
+        self.epoch, self.position = self.epoch + 1, 0
+        self._sums.zero_()
+        if self.dist.is_main:
+            if improved:
+                save_tensors(self.run_dir / "best.safetensors", self.eval_model.state_dict(), self._meta(row))
+            self._save_resume()
+            write_metrics(self.run_dir / "metrics.csv", self.history)
+        for fn in self.on_epoch_end:
+            fn(self, row)
+        self._print(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+                    f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%"
+                    f"{' (best)' if improved else ''}  {row['epoch_s']:.1f}s  {row['images_per_s']:,.0f} img/s")
+
+    # --- evaluation -----------------------------------------------------------------------------------------
+
+    def evaluate_metrics(self, dataset: ImageTensorDataset | None = None) -> dict:
+        """Evaluates the eval model (EMA if on) on the test set or `dataset`: see `classification_metrics`."""
+        data = dataset if dataset is not None else self.test_data
+        logits = predict_logits(self.eval_model, data.images, self.mean, self.std, self.config.eval_batch_size,
+                                self.device, self.autocast_dtype, self.config.channels_last is not False, self.tta)
+        self.model.train()
+        return classification_metrics(logits, data.labels, len(self.classes))
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+
+    def _meta(self, row: dict | None) -> dict:
+        from convkit import __version__
+
+        return {"model": self.spec, "classes": self.classes, "mean": self.mean.tolist(), "std": self.std.tolist(),
+                "input_shape": list(self.input_shape), "epoch": self.epoch, "step": self.step,
+                "metrics": row or {}, "ema": bool(self.ema), "tta": bool(self.tta), "config": self.config.to_dict(),
+                "threads": torch.get_num_threads(), "world_size": self.dist.world_size,
+                "convkit_version": __version__}
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs, as nested tensors and plain values (see checkpoint.save_state)."""
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "augmenter": self.augmenter.state_dict(), "rng": rng,
+            "progress": {"epoch": self.epoch, "position": self.position, "step": self.step, "elapsed": self.elapsed,
+                         "sums": self._sums, "bad_epochs": self.bad_epochs, "best": self.best,
+                         "best_confusion": self.best_confusion},
+            "history": self.history,
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+            state["eval_model"] = self.ema.module.state_dict()
+        return state
+
+    def _load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.augmenter.load_state_dict(state["augmenter"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        p = state["progress"]
+        self.epoch, self.position, self.step, self.elapsed = p["epoch"], p["position"], p["step"], p["elapsed"]
+        self._sums = p["sums"].to(self.device)
+        self.bad_epochs, self.best, self.best_confusion = p["bad_epochs"], p["best"], p["best_confusion"]
+        self.history = list(state["history"])
+        rng = state["rng"]  # last: building the model and optimizer above must not move the restored streams
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    def _save_resume(self) -> None:
+        """Writes last.safetensors (weights) and resume.safetensors (everything), rank 0 only."""
+        if not self.dist.is_main:
+            return
+        row = self.history[-1] if self.history else None
+        save_tensors(self.run_dir / "last.safetensors", self.eval_model.state_dict(), self._meta(row))
+        save_state(self.run_dir / "resume.safetensors", self.state_dict(), self._meta(row))
+
+    def _plots(self) -> None:
+        title = f"{Path(self.config.model).stem} on {Path(str(self.config.data)).name}"
+        plot_curves(self.history, self.run_dir / "curves.png", title)
+        if self.best_confusion is not None:
+            plot_confusion(np.asarray(self.best_confusion), self.classes, self.run_dir / "confusion.png",
+                           f"confusion matrix, test set, epoch {self.best['epoch']}")
+
+    # --- signals --------------------------------------------------------------------------------------------
+
+    def _install_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # a second signal: stop now (files are written atomically)
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            if self.dist.is_main:
+                print(f"\nconvkit: {signal.Signals(signum).name}: finishing this step and saving "
+                      "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    # --- the learning-rate finder ---------------------------------------------------------------------------
+
+    def find_lr(self, start: float = 1e-6, end: float = 10.0, steps: int = 100,
+                plot: str | os.PathLike | None = None) -> LRFinderResult:
+        """Sweeps the learning rate over `steps` batches, then puts the model and optimizer back as they were.
+
+        Args:
+            start, end: the range of rates (log-spaced).
+            steps: batches in the sweep (fewer if the loss explodes first).
+            plot: where to write the loss curve (PNG), or None.
+
+        Returns:
+            An `LRFinderResult` with `suggestion` (call `set_lr` to train with it).
+
+        Example:
+            >>> result = trainer.find_lr(plot="lr_find.png")
+            >>> trainer.set_lr(result.suggestion); trainer.fit()
+        """
+        saved = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
+                 self.augmenter.state_dict(), torch.get_rng_state())
+
+        def batches():
+            epoch = 10**6  # an order of its own, not one the run will train on
+            while True:
+                yield from self.train_data.batches(self.config.batch_size, seed=self.config.seed, epoch=epoch)
+                epoch += 1
+
+        data = batches()
+        self.model.train()
+
+        def step(lr: float) -> float:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            images, labels = next(data)
+            return float(self._step(images, labels, sweep=True)[0])
+
+        try:
+            result = lr_sweep(step, start, end, steps)
+        finally:
+            self.model.load_state_dict(saved[0])
+            self.optimizer.load_state_dict(saved[1])
+            self.augmenter.load_state_dict(saved[2])
+            torch.set_rng_state(saved[3])
+        if plot is not None and self.dist.is_main:
+            result.plot(plot)
+        return result
+
+    def set_lr(self, lr: float) -> None:
+        """Sets the peak learning rate before training (rebuilds the optimizer and schedule)."""
+        if self.step:
+            raise RuntimeError("set_lr is for before training; this run has already taken steps")
+        self.config = self.config.replace(lr=float(lr))
+        self._build_optimizer()
+
+    def _describe(self) -> str:
+        from convkit.models import count_parameters
+
+        cfg = self.config
+        params = count_parameters(self.model)
+        return (f"training {cfg.model} ({params:,} parameters) on {cfg.data}: {len(self.train_data):,} images "
+                f"{'x'.join(map(str, self.input_shape))}, {len(self.classes)} classes; test {len(self.test_data):,}; "
+                f"{cfg.epochs} epochs of batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g} {cfg.schedule}; "
+                f"{self.device}{f' x{self.dist.world_size}' if self.dist.enabled else ''}, {self.precision}, "
+                f"{torch.get_num_threads()} threads; run folder {self.run_dir}")
+
+
+def train(config: TrainConfig | dict | str | None = None, *, model: nn.Module | str | None = None,
+          train_data: ImageTensorDataset | None = None, test_data: ImageTensorDataset | None = None,
+          resume: str | os.PathLike | None = None, find_lr: bool = False, **overrides) -> TrainResult:
+    """Trains a model as `convkit train` does, from Python: run folder, checkpoints, plots, metrics.
+
+    Args:
+        config: a `TrainConfig`, a dict, a YAML file, or None (the defaults: fastcnn on the shipped data).
+        model: a zoo name or model file (sets config.model), or an `nn.Module` built in Python.
+        train_data, test_data: datasets to use instead of `config.data`.
+        resume: a run folder to continue.
+        find_lr: run the learning-rate finder first and train with its suggestion.
+        **overrides: config fields, e.g. epochs=10, lr=0.05.
+
+    Returns:
+        A `TrainResult`: `.test_accuracy`, `.history`, `.run_dir`, `.model`.
+
+    Raises:
+        LabelError: labels outside the class range (the file named), before training.
+        NonFiniteLossError: the loss became NaN or infinite (the last good checkpoint is kept).
+
+    Example:
+        >>> result = convkit.train(epochs=3)                   # fastcnn on the shipped Fashion-MNIST subset
+        >>> result = convkit.train(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4})
+        >>> result = convkit.train(resume=result.run_dir)      # continue an interrupted run
+    """
+    if isinstance(model, str):
+        overrides["model"] = model
+        model = None
+    trainer = Trainer(config, model=model, train_data=train_data, test_data=test_data, resume=resume, **overrides)
+    if find_lr and trainer.step == 0:
+        trainer._ensure_run_dir()
+        result = trainer.find_lr(plot=trainer.run_dir / "lr_find.png")
+        if result.suggestion:
+            trainer._print(f"learning-rate finder: suggests {result.suggestion:.3g} "
+                           f"(plot: {trainer.run_dir / 'lr_find.png'})")
+            trainer.set_lr(result.suggestion)
+    return trainer.fit()
+
+
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "train", "CheckpointError"]
