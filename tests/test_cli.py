@@ -17,7 +17,10 @@ def run(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("verb", [[], ["models"], ["summary"], ["train"], ["evaluate"], ["predict"], ["lr-find"]])
+@pytest.mark.parametrize("verb", [[], ["models"], ["summary"], ["train"], ["evaluate"], ["predict"], ["lr-find"],
+                                  ["explain"], ["explain", "filters"], ["explain", "features"],
+                                  ["explain", "attribution"], ["explain", "maximize"], ["kernel"], ["animate"],
+                                  ["report"]])
 def test_every_help_shows_an_example(verb):
     result = subprocess.run([sys.executable, "-m", "convkit", *verb, "--help"], capture_output=True, text=True)
     assert result.returncode == 0

@@ -16,7 +16,11 @@ EXAMPLES = {
   convkit models                       list the zoo
   convkit models 'resnet*' --json      the ResNets, as JSON
   convkit summary vgg16 --input 3x224x224 --batch 64 --optimizer adam
-  convkit summary my_model.yaml        a model file in the papers' notation""",
+  convkit summary my_model.yaml        a model file in the papers' notation
+  convkit explain attribution runs/NAME shoe.png --method gradcam
+  convkit kernel edge photo.jpg        the Laplacian, before and after
+  convkit animate --input 5 --kernel 3 --stride 2 --padding 1
+  convkit report runs/NAME             one HTML page: metrics, plots, layers, filters, Grad-CAMs""",
     "models": """examples:
   convkit models
   convkit models 'vgg*'
@@ -69,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     from convkit.cli.train_cmds import register as register_training
 
     register_training(verbs, fmt)
+    from convkit.cli.explain_cmds import register as register_explain
+    from convkit.cli.kernel_cmds import register as register_kernels
+    from convkit.cli.report_cmds import register as register_report
+
+    register_explain(verbs, fmt)
+    register_kernels(verbs, fmt)
+    register_report(verbs, fmt)
     return parser
 
 

@@ -100,6 +100,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=_S)
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=_S)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=_S, help="torch.compile the model")
+    g.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=_S,
+                   help="cuDNN autotuning: seconds at the start, faster steps for long GPU runs")
     g.add_argument("--device", default=_S, help="auto, cpu, cuda, cuda:1...")
     g.add_argument("--threads", type=int, default=_S, help="CPU threads (default: all cores)")
     g.add_argument("--seed", type=int, default=_S)

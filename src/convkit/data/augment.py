@@ -27,6 +27,17 @@ FILL_MODES = {"constant": "zeros", "nearest": "border", "reflect": "reflection",
 _PAD_MODES = {"constant": "constant", "nearest": "replicate", "reflect": "reflect", "wrap": "circular"}
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Moves random draws made on the CPU (for reproducibility) to the images' device without a wait.
+
+    A copy from ordinary (pageable) host memory to a GPU first waits for everything queued on the GPU, which
+    would stall every training step; from pinned memory it is queued like any other operation.
+    """
+    if t.device == device or device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
     return torch.rand(n, generator=generator, dtype=torch.float64) * (high - low) + low
 
@@ -98,7 +109,7 @@ def warp(images: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", 
     _check_fill_mode(fill_mode)
     x = images.float()
     n, c, h, w = x.shape
-    theta = theta.to(x.device, torch.float32)
+    theta = to_device(theta.to(torch.float32), x.device)
     identity = torch.eye(2, 3, device=x.device).expand_as(theta)
     moving = (theta - identity).abs().flatten(1).amax(1) > 1e-7
     if not bool(moving.any()):
@@ -133,7 +144,7 @@ def random_flip(images: torch.Tensor, horizontal: bool = True, vertical: bool = 
     x = images
     for flag, dim in ((horizontal, -1), (vertical, -2)):
         if flag:
-            mask = (torch.rand(len(x), generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
+            mask = to_device(torch.rand(len(x), generator=generator) < 0.5, x.device).view(-1, 1, 1, 1)
             x = torch.where(mask, x.flip(dim), x)
     return x
 
@@ -177,7 +188,7 @@ def channel_shift(images: torch.Tensor, intensity: float, generator: torch.Gener
     """
     n, c = images.shape[:2]
     shift = (torch.rand(n, c, 1, 1, generator=generator) * 2 - 1) * intensity
-    return (images.float() + shift.to(images.device)).clamp(0, 255)
+    return (images.float() + to_device(shift, images.device)).clamp(0, 255)
 
 
 def random_crop(images: torch.Tensor, padding: int, fill_mode: str = "constant", fill_value: float = 0.0,
@@ -204,8 +215,8 @@ def random_crop(images: torch.Tensor, padding: int, fill_mode: str = "constant",
     pad = (padding,) * 4
     padded = F.pad(x, pad, value=fill_value) if fill_mode == "constant" else F.pad(x, pad, mode=_PAD_MODES[fill_mode])
     dev = images.device
-    oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
-    ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
+    oy = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), dev)
+    ox = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), dev)
     rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
     cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
     out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
@@ -246,7 +257,7 @@ def random_erasing(images: torch.Tensor, p: float = 0.5, scale: tuple[float, flo
         fill = torch.randint(0, 256, x.shape, generator=generator).float()
     else:
         fill = torch.tensor(float(value))
-    return torch.where(mask.to(x.device), fill.to(x.device), x)
+    return torch.where(to_device(mask, x.device), to_device(fill, x.device), x)
 
 
 def _box_mask(h: int, w: int, y0: torch.Tensor, x0: torch.Tensor, y1: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
@@ -282,8 +293,8 @@ def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float = 0.2,
         >>> loss = mixed_cross_entropy(model(x), ya, yb, lam)
     """
     x = images.float()
-    perm = torch.randperm(len(x), generator=generator).to(x.device)
-    lam = _beta(alpha, len(x), generator).float().to(x.device)
+    perm = to_device(torch.randperm(len(x), generator=generator), x.device)
+    lam = to_device(_beta(alpha, len(x), generator).float(), x.device)
     lw = lam.view(-1, 1, 1, 1)
     return lw * x + (1 - lw) * x[perm], labels, labels[perm], lam
 
@@ -317,9 +328,9 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0,
     y0, y1 = (cy - ch // 2).clamp(0, h), (cy + ch // 2).clamp(0, h)
     x0, x1 = (cx - cw // 2).clamp(0, w), (cx + cw // 2).clamp(0, w)
     lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-    mask = _box_mask(h, w, y0, x0, y1, x1).to(x.device)
-    perm = perm.to(x.device)
-    return torch.where(mask, x[perm], x), labels, labels[perm], lam.float().to(x.device)
+    mask = to_device(_box_mask(h, w, y0, x0, y1, x1), x.device)
+    perm = to_device(perm, x.device)
+    return torch.where(mask, x[perm], x), labels, labels[perm], to_device(lam.float(), x.device)
 
 
 def mixed_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: torch.Tensor,

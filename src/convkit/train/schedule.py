@@ -5,6 +5,8 @@ Schedules step once per batch (not per epoch), so a resumed run continues mid-ep
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
@@ -25,11 +27,14 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
+    # On a GPU the fused kernels update every tensor in a few launches; the default there (foreach) took half
+    # of a small CNN's GPU time per step on an H100.
+    fused = bool(params) and all(p.is_cuda for p in params)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                               nesterov=config.nesterov and config.momentum > 0)
+                               nesterov=config.nesterov and config.momentum > 0, fused=fused or None)
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=config.lr, betas=tuple(config.betas))
+    return cls(groups, lr=config.lr, betas=tuple(config.betas), fused=fused or None)
 
 
 def _constant(_step: int) -> float:
@@ -73,25 +78,46 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
-def ema_with_warmup(decay: float):
-    """A `multi_avg_fn` for `torch.optim.swa_utils.AveragedModel`: an EMA whose decay grows to `decay`.
+class WeightEMA:
+    """An exponential moving average of a model's weights (and float buffers), whose decay grows to `decay`.
 
     The decay at update n is min(decay, (1 + n) / (10 + n)): a fixed 0.999 would keep the random
-    initialisation in the average for thousands of steps, longer than a short run lasts.
+    initialisation in the average for thousands of steps, longer than a short run lasts. The first update
+    copies the weights. Unlike `torch.optim.swa_utils.AveragedModel`, the update count is a Python int, so an
+    update never waits for the GPU (AveragedModel reads its count from the device twice a step).
+
+    Args:
+        model: the model being trained (copied; the copy is `.module`).
+        decay: the final decay, in [0, 1).
 
     Example:
-        >>> ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.999), use_buffers=True)
+        >>> ema = WeightEMA(model, 0.999)
+        >>> ema.update(model)               # after each optimizer step
+        >>> ema.module.eval()(images)       # evaluate the averaged weights
     """
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        if not averaged[0].is_floating_point():  # integer buffers (BatchNorm's batch count) are copied
-            torch._foreach_copy_(averaged, current)
-            return
-        # The weight stays a tensor on the device: a Python float would wait for the GPU at every step.
-        n = num_averaged.to(averaged[0].dtype)
-        weight = 1 - torch.clamp((1 + n) / (10 + n), max=decay)
-        diff = torch._foreach_sub(current, averaged)
-        torch._foreach_mul_(diff, weight)
-        torch._foreach_add_(averaged, diff)
 
-    return update
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = float(decay)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        averaged = list(self.module.state_dict(keep_vars=True).values())
+        current = list(model.state_dict(keep_vars=True).values())
+        floats = [(a.detach(), c.detach()) for a, c in zip(averaged, current) if a.is_floating_point()]
+        others = [(a, c) for a, c in zip(averaged, current) if not a.is_floating_point()]
+        if others:  # BatchNorm's batch counts are copied
+            torch._foreach_copy_([a for a, _ in others], [c for _, c in others])
+        if floats:
+            n = self.updates
+            weight = 1.0 if n == 0 else 1 - min(self.decay, (1 + n) / (10 + n))
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])

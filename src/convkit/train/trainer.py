@@ -40,7 +40,7 @@ from convkit.train.config import TrainConfig
 from convkit.train.evaluate import classification_metrics, predict_logits
 from convkit.train.lr_finder import LRFinderResult, lr_sweep
 from convkit.train.runfolder import new_run_dir, plot_confusion, plot_curves, write_metrics
-from convkit.train.schedule import build_optimizer, build_scheduler, ema_with_warmup
+from convkit.train.schedule import WeightEMA, build_optimizer, build_scheduler
 
 # Options that may differ when a run is resumed: they change what is printed, not what is computed.
 RESUMABLE_OVERRIDES = ("quiet", "log_every")
@@ -196,9 +196,7 @@ class Trainer:
         self._build_optimizer()
         self.ema = None
         if cfg.ema:
-            from torch.optim.swa_utils import AveragedModel
-
-            self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema), use_buffers=True)
+            self.ema = WeightEMA(self.model, cfg.ema)
         self.augmenter = Augmenter(cfg.augment_config(), seed=cfg.seed)
         self.mixing = cfg.augment_config().mixup > 0 or cfg.augment_config().cutmix > 0
         self.tta = cfg.augment_config().horizontal_flip if cfg.tta is None else cfg.tta
@@ -312,7 +310,7 @@ class Trainer:
         if not sweep:
             self.scheduler.step()
             if self.ema is not None:
-                self.ema.update_parameters(self.model)
+                self.ema.update(self.model)
         correct = (logits.argmax(1) == ya).sum()
         return loss.detach(), correct, len(ya)
 
@@ -342,7 +340,7 @@ class Trainer:
         fill = torch.utils.deterministic.fill_uninitialized_memory
         torch.utils.deterministic.fill_uninitialized_memory = False
         benchmark = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = not self.deterministic
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not self.deterministic
         stopped = "completed"
         try:
             if self.epoch == 0 and self.position == 0:
@@ -391,8 +389,9 @@ class Trainer:
         for images, labels in batches:
             loss, correct, count = self._step(images, labels)
             pending.append(loss)
-            self._sums += torch.stack([loss.double() * count, correct.double(),
-                                       torch.tensor(float(count), dtype=torch.float64, device=self.device)])
+            # No tensor made from a Python number here: on a GPU that copy would wait for the queued work.
+            self._sums[:2] += torch.stack([loss.double() * count, correct.double()])
+            self._sums[2] += count
             self.step += 1
             self.position = batches.position
             save_now = cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0
@@ -481,7 +480,8 @@ class Trainer:
     def evaluate_metrics(self, dataset: ImageTensorDataset | None = None) -> dict:
         """Evaluates the eval model (EMA if on) on the test set or `dataset`: see `classification_metrics`."""
         data = dataset if dataset is not None else self.test_data
-        logits = predict_logits(self.eval_model, data.images, self.mean, self.std, self.config.eval_batch_size,
+        batch = self.config.eval_batch_size or (2048 if self.device.type == "cuda" else 256)
+        logits = predict_logits(self.eval_model, data.images, self.mean, self.std, batch,
                                 self.device, self.autocast_dtype, self.config.channels_last is not False, self.tta)
         self.model.train()
         return classification_metrics(logits, data.labels, len(self.classes))

@@ -1,0 +1,70 @@
+"""The ``convkit report`` verb (registered by ``cli.main``): one self-contained HTML page per run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+EXAMPLES = {
+    "report": """examples:
+  convkit report runs/fastcnn-20250101-120000            writes runs/fastcnn-20250101-120000/report.html
+  convkit report runs/fastcnn-20250101-120000 --open     ... and opens it in the browser
+  convkit report runs/resnet20-20250101-120000 --gradcams 12 --out resnet20.html
+  convkit report runs/fastcnn-20250101-120000 --data fashion-mnist --data-dir ~/data    other test images""",
+}
+
+
+def _error(message: str) -> Exception:
+    from convkit.cli.main import CLIError  # imported late: cli.main imports this module
+
+    return CLIError(message)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from convkit.explain.report import ReportError, build_report
+    from convkit.train import CheckpointError
+
+    if args.gradcams < 0:
+        raise _error(f"--gradcams must be 0 or more, got {args.gradcams}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            path = build_report(args.run_dir, args.out, test_data=args.data, gradcams=args.gradcams,
+                                data_dir=args.data_dir)
+        except (ReportError, CheckpointError, FileNotFoundError, PermissionError) as err:
+            raise _error(str(err)) from None
+    for w in caught:  # sections left out of the page (the page says so too)
+        if issubclass(w.category, RuntimeWarning):
+            print(f"convkit: warning: {w.message}", file=sys.stderr)
+    print(path)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+    return 0
+
+
+def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> None:
+    """Adds the ``report`` subparser to ``verbs`` (from add_subparsers).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> register(parser.add_subparsers(dest="verb"))
+        >>> args = parser.parse_args(["report", "runs/x"]); args.run(args)
+    """
+    p = verbs.add_parser("report", help="one self-contained HTML page about a training run",
+                         description="Write one self-contained HTML page about a run: key metrics, curves, "
+                         "confusion matrix, per-epoch metrics, the layer table, first-layer filters, Grad-CAMs of "
+                         "test images (correct and wrong) and the config. Images are embedded, nothing is "
+                         "loaded from elsewhere: the file can be mailed or attached as it is.",
+                         epilog=EXAMPLES["report"], formatter_class=formatter_class)
+    # dest run_dir: `run` is the namespace slot of the verb's function (see cli.main)
+    p.add_argument("run_dir", metavar="RUN", help="a run folder of `convkit train`")
+    p.add_argument("--out", metavar="FILE.html", help="where to write the page (default: RUN/report.html)")
+    p.add_argument("--gradcams", type=int, default=6, metavar="N",
+                   help="test images to explain with Grad-CAM, half correct, half wrong (default: 6; 0: none)")
+    p.add_argument("--data", help="test images for the Grad-CAMs (default: the run's test set)")
+    p.add_argument("--data-dir", help="where named datasets are looked for (default: the run's)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(run=cmd_report)

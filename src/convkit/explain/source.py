@@ -1,0 +1,291 @@
+"""What the explain tools look at: a model with its normalisation, input shape and class names.
+
+`load_explainable` turns anything that names a model (a run folder, a .safetensors checkpoint, a zoo name,
+a model file, an ``nn.Module``) into an `Explainable`; `load_image` reads an image file the way the model
+expects it; `conv_layers` and `find_layer` name the layers to look at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["Explainable", "LayerError", "conv_layers", "eval_mode", "find_layer", "load_explainable", "load_image",
+           "resolve_layer"]
+
+# Untrained zoo models and bare modules have seen no data, so no statistics are theirs; 0.5/0.5 maps pixels
+# 0..255 onto -1..1, centred like a trained model's input, and claims no dataset (ImageNet's would).
+UNTRAINED_MEAN = 0.5
+UNTRAINED_STD = 0.5
+
+
+class LayerError(ValueError):
+    """A layer name that the model does not have, or a model without the kind of layer asked for."""
+
+
+@dataclass
+class Explainable:
+    """A model in eval mode with what explaining it needs.
+
+    Attributes:
+        model: the network, in eval mode.
+        classes: class names, or None when the model was not trained by convkit (classes are then numbers).
+        input_shape: (C, H, W) of one input image.
+        mean, std: per-channel normalisation (C,) on the 0..1 scale: the model reads `(x / 255 - mean) / std`.
+        run_dir: the run folder the weights come from, or None.
+        name: a short name for file names and titles (the zoo name, the model file's stem...).
+
+    Example:
+        >>> ex = load_explainable("runs/fastcnn-20250101-120000")
+        >>> probs = ex.model(ex.normalize(load_image("shoe.png", ex.input_shape)[None])).softmax(1)
+    """
+
+    model: nn.Module
+    classes: list[str] | None
+    input_shape: tuple[int, int, int]
+    mean: torch.Tensor
+    std: torch.Tensor
+    run_dir: Path | None = None
+    name: str = "model"
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (or floats on 0..255), NCHW -> the model's input, `(x / 255 - mean) / std`.
+
+        Computed as `Checkpoint.normalize` computes it (x * scale + shift), so results match `convkit predict`.
+        """
+        device = images.device
+        scale = (1 / (255 * self.std)).to(device).view(1, -1, 1, 1)
+        shift = (-self.mean / self.std).to(device).view(1, -1, 1, 1)
+        return images.float() * scale + shift
+
+    def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's input, NCHW -> pixels on 0..1 (not clipped)."""
+        return inputs * self.std.to(inputs.device).view(1, -1, 1, 1) + self.mean.to(inputs.device).view(1, -1, 1, 1)
+
+    def to_uint8(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's input, NCHW -> uint8 images, clipped to 0..255."""
+        return (self.denormalize(inputs) * 255).round().clamp(0, 255).to(torch.uint8)
+
+    def class_name(self, index: int) -> str:
+        """The name of class `index` ("class 3" when the model has no class names)."""
+        if self.classes and 0 <= index < len(self.classes):
+            return str(self.classes[index])
+        return f"class {index}"
+
+    def class_index(self, label: int | str) -> int:
+        """A class given as an index or a name (as `--class` takes it) -> its index.
+
+        Raises:
+            ValueError: a name the model does not know, or an index out of range.
+        """
+        count = self.num_classes
+        if isinstance(label, str) and not label.lstrip("-").isdigit():
+            names = [str(c) for c in self.classes or []]
+            if label in names:
+                return names.index(label)
+            close = difflib.get_close_matches(label, names, n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            known = f"the model's classes: {', '.join(names)}" if names else "the model has no class names"
+            raise ValueError(f"class {label!r}: no such class.{hint} Give an index 0..{count - 1} or a name; {known}")
+        index = int(label)
+        if not 0 <= index < count:
+            raise ValueError(f"class {index}: out of range; the model has {count} classes (0..{count - 1})")
+        return index
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs of the model (from its class names, else from one forward pass)."""
+        if self.classes:
+            return len(self.classes)
+        with torch.no_grad():
+            return int(self.model(self.normalize(torch.zeros(1, *self.input_shape))).shape[1])
+
+
+def _wrap_module(model: nn.Module, input_shape, name: str) -> Explainable:
+    shape = input_shape or getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError(f"source: cannot tell the input shape of {type(model).__name__}; pass input_shape=(C, H, W)")
+    shape = tuple(int(s) for s in shape)
+    if getattr(model, "input_shape", ...) is None and hasattr(model, "build"):
+        model.build(shape)  # an unbuilt convkit.Sequential: its lazy layers need the shape
+    c = shape[0]
+    return Explainable(model.eval(), None, shape, torch.full((c,), UNTRAINED_MEAN), torch.full((c,), UNTRAINED_STD),
+                       None, name)
+
+
+def _from_checkpoint(path: Path, input_shape) -> Explainable:
+    from convkit.train import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    spec = ckpt.meta.get("model", {})
+    run_dir = ckpt.path.parent if (ckpt.path.parent / "config.yaml").is_file() else None
+    name = spec.get("name") or Path(spec.get("path") or ckpt.path.stem).stem
+    shape = tuple(int(s) for s in (input_shape or ckpt.input_shape))
+    return Explainable(ckpt.model.eval(), ckpt.classes, shape, ckpt.mean, ckpt.std, run_dir, str(name))
+
+
+def load_explainable(source, *, num_classes: int | None = None, in_channels: int | None = None,
+                     input_shape: tuple[int, int, int] | None = None) -> Explainable:
+    """Whatever names a model -> an `Explainable` (model in eval mode, normalisation, input shape, classes).
+
+    Args:
+        source: a run folder or a .safetensors checkpoint (trained weights, classes and normalisation), a zoo
+            name such as "resnet18" (untrained weights), a model file (.yaml/.yml), or an ``nn.Module``.
+        num_classes, in_channels: the head and input channels of a zoo model or model file.
+        input_shape: (C, H, W) to feed instead of the model's own (zoo default, model file, or training size).
+            Required for an ``nn.Module`` that does not carry an ``input_shape`` attribute.
+
+    Returns:
+        An `Explainable`. Untrained models (zoo names, model files, modules) get mean 0.5 and std 0.5 per
+        channel: they have seen no data, and 0.5/0.5 maps pixels onto -1..1 without claiming a dataset.
+
+    Raises:
+        UnknownModelError: an unknown zoo name; the message suggests close names.
+        FileNotFoundError: a path that does not exist, or a folder without checkpoints.
+        CheckpointError: a file that is not a convkit safetensors checkpoint (never unpickled).
+        ModelFileError: a malformed model file.
+        ValueError: num_classes/in_channels given for a trained checkpoint or a module.
+        TypeError: a source of another type.
+
+    Example:
+        >>> ex = load_explainable("resnet18", num_classes=10, input_shape=(3, 64, 64))
+        >>> ex.input_shape, ex.classes     # ((3, 64, 64), None)
+    """
+    if isinstance(source, nn.Module):
+        if num_classes is not None or in_channels is not None:
+            raise ValueError("source: num_classes and in_channels build zoo models; this module is already built")
+        return _wrap_module(source, input_shape, getattr(source, "model_name", type(source).__name__.lower()))
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError("source must be a run folder, a .safetensors checkpoint, a zoo name, a model file (.yaml) or "
+                        f"an nn.Module, got {type(source).__name__}")
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        from convkit.models import load_model_file
+
+        return _wrap_module(load_model_file(path, num_classes=num_classes, in_channels=in_channels), input_shape,
+                            path.stem)
+    if path.is_dir() or path.is_file() or suffix == ".safetensors":
+        if num_classes is not None or in_channels is not None:
+            raise ValueError(f"source {str(path)!r}: a trained checkpoint fixes its classes and input channels; "
+                             "drop num_classes/in_channels")
+        return _from_checkpoint(path, input_shape)
+    if os.sep in str(source) or "/" in str(source):
+        raise FileNotFoundError(f"source {str(source)!r}: no such run folder, checkpoint or model file")
+    return _from_zoo(str(source), num_classes, in_channels, input_shape)
+
+
+def _from_zoo(name: str, num_classes, in_channels, input_shape) -> Explainable:
+    from convkit.models import create_model, model_info
+
+    info = model_info(name)  # UnknownModelError with close names
+    model = create_model(info.name, num_classes=num_classes, in_channels=in_channels)
+    shape = input_shape or ((in_channels or info.input_size[0]), *info.input_size[1:])
+    return _wrap_module(model, shape, info.name)
+
+
+def load_image(path: str | os.PathLike, input_shape: tuple[int, int, int]) -> torch.Tensor:
+    """An image file of any mode -> uint8 (C, H, W) as the model expects it, the way `convkit predict` reads it.
+
+    Grayscale, RGBA, palette, 16-bit and EXIF-rotated files become `input_shape`'s channels (alpha dropped,
+    colour to luma or gray repeated) and size (bilinear, antialiased).
+
+    Args:
+        path: the image file.
+        input_shape: (C, H, W) of the model's input.
+
+    Returns:
+        uint8 tensor of shape `input_shape`.
+
+    Raises:
+        DataFormatError: the file cannot be decoded; the message names it.
+
+    Example:
+        >>> load_image("shoe.jpg", (1, 28, 28)).shape    # torch.Size([1, 28, 28])
+    """
+    from convkit.data.folder import decode_image
+    from convkit.train.evaluate import fit_images
+
+    c, h, w = input_shape
+    # decode_image converts modes itself for 1, 3 or 4 channels (as predict does); fit_images covers the rest
+    image = decode_image(path, channels=c if c in (1, 3, 4) else None, image_size=(h, w))
+    return fit_images(image[None], tuple(input_shape))[0]
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names (from `named_modules`) of the model's 2-D convolutions, in definition order.
+
+    Example:
+        >>> conv_layers(create_model("lenet5"))   # ['features.c1', 'features.c3', 'features.c5']
+    """
+    return [name for name, module in model.named_modules() if name and isinstance(module, nn.Conv2d)]
+
+
+def resolve_layer(model: nn.Module, name: str | None = None, *, default: str = "first") -> tuple[str, nn.Module]:
+    """Like `find_layer`, returning the name with the module (the name chosen when `name` is None)."""
+    if name is None:
+        names = conv_layers(model)
+        if not names:
+            raise LayerError(f"{type(model).__name__} has no Conv2d layer; name a layer from named_modules()")
+        if default not in {"first", "last"}:
+            raise ValueError(f"default must be 'first' or 'last', got {default!r}")
+        name = names[0] if default == "first" else names[-1]
+        return name, model.get_submodule(name)
+    modules = dict(model.named_modules())
+    if name and name in modules:
+        return name, modules[name]
+    raise LayerError(_unknown_layer_message(model, name, modules))
+
+
+def _unknown_layer_message(model: nn.Module, name: str, modules: dict) -> str:
+    convs = conv_layers(model)
+    close = difflib.get_close_matches(str(name), convs or [n for n in modules if n], n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    shown = convs if len(convs) <= 40 else [*convs[:20], "...", *convs[-19:]]
+    listing = f"conv layers: {', '.join(shown)}" if convs else "it has no Conv2d layer"
+    return (f"layer {name!r}: no such layer in {type(model).__name__}.{hint} Its {listing} (any name from "
+            "model.named_modules() works)")
+
+
+def find_layer(model: nn.Module, name: str | None = None, *, default: str = "first") -> nn.Module:
+    """The submodule called `name` (as `named_modules` names it), or a conv layer when `name` is None.
+
+    Args:
+        model: the network.
+        name: e.g. "features.c1" or "layer4.1.conv2"; None picks a conv layer.
+        default: which conv layer None means: "first" (what filters shows) or "last" (Grad-CAM's usual layer).
+
+    Returns:
+        The module.
+
+    Raises:
+        LayerError: no such layer; the message lists the conv layers and suggests close names.
+
+    Example:
+        >>> find_layer(create_model("lenet5"), "features.c3")   # Conv2d(6, 16, kernel_size=(5, 5), ...)
+    """
+    return resolve_layer(model, name, default=default)[1]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Puts every module in eval mode (batch norm uses its running statistics, dropout is off) and gives each
+    its own mode back afterwards, so explaining a model in the middle of training does not change it.
+
+    Example:
+        >>> with eval_mode(model):
+        ...     maps = model(x)
+    """
+    training = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        yield model
+    finally:
+        for m, mode in training.items():
+            m.training = mode
