@@ -10,12 +10,7 @@ from test_train_resume import CLI
 
 from convkit.train import TrainConfig
 
-
-@pytest.mark.parametrize("verb", ["train", "evaluate", "predict", "lr-find"])
-def test_every_verb_has_help_with_examples(verb):
-    result = subprocess.run([*CLI, verb, "--help"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
-    assert "examples:" in result.stdout and f"convkit {verb}" in result.stdout.split("examples:")[1]
+# Every verb's --help and its examples: tests/test_cli.py::test_every_help_shows_an_example.
 
 
 def test_the_default_recipe_is_fastcnn_on_the_shipped_subset():
@@ -24,8 +19,9 @@ def test_the_default_recipe_is_fastcnn_on_the_shipped_subset():
 
 
 def test_default_training_run_reports_accuracy_and_its_folder(tmp_path):
-    # `convkit train` with only a shorter schedule and one thread (CI machines are shared)
-    result = subprocess.run([*CLI, "train", "--epochs", "3", "--threads", "1", "--quiet"], cwd=tmp_path,
+    # `convkit train` with a shorter schedule on part of the shipped data, one thread (CI machines are shared)
+    result = subprocess.run([*CLI, "train", "--epochs", "3", "--limit", "2000", "--test-limit", "500", "--threads",
+                             "1", "--quiet"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", result.stdout).group(1))

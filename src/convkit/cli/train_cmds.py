@@ -70,6 +70,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-data", default=_S, help="evaluation set (default: the test split of --data)")
     g.add_argument("--limit", type=int, default=_S, help="train on the first N images only")
     g.add_argument("--test-limit", type=int, default=_S, help="evaluate on the first N test images only")
+    g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=_S,
+                   help="decode image folders/CSVs from disk in every batch instead of holding them in memory "
+                   "(default: only sets over 2 GiB as uint8); --no-stream refuses to stream")
+    g.add_argument("--workers", type=int, default=_S, help="DataLoader workers that decode streamed images "
+                   "(default: min(8, cores); 0: in the training process)")
     g.add_argument("--augment", type=_key_values, default=_S, metavar="K=V,...",
                    help="augmentations, e.g. horizontal_flip=1,crop_padding=2,mixup=0.2 (see AugmentConfig)")
     g.add_argument("--no-augment", dest="augment", action="store_const", const={}, default=_S,
@@ -140,13 +145,14 @@ def _user_errors():
 
 def cmd_train(args: argparse.Namespace) -> int:
     from convkit.train import NonFiniteLossError, train
+    from convkit.train.trainer import RESUMABLE_OVERRIDES
 
     try:
         if args.resume:
-            given = {k for k in vars(args) if k not in _NOT_CONFIG} - {"quiet", "log_every"}
+            given = {k for k in vars(args) if k not in _NOT_CONFIG} - set(RESUMABLE_OVERRIDES)
             if given or args.config:
                 raise _error(f"--resume continues a run with its own config; drop {', '.join(sorted(given)) or '--config'}")
-            result = train(resume=args.resume, **{k: getattr(args, k) for k in ("quiet", "log_every") if k in args})
+            result = train(resume=args.resume, **{k: getattr(args, k) for k in RESUMABLE_OVERRIDES if k in args})
         else:
             result = train(_config(args), find_lr=args.find_lr)
     except NonFiniteLossError as err:
@@ -190,9 +196,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not data:
             raise _error(f"{ckpt.path}: does not say what it was trained on; pass --data")
         data_dir = args.data_dir or ckpt.meta.get("config", {}).get("data_dir")
-        dataset = load_dataset(data, args.split, data_dir, progress=False)
-        if not hasattr(dataset, "images"):
-            raise _error(f"{data}: too large to hold in memory; evaluate a subset")
+        dataset = load_dataset(data, args.split, data_dir, progress=False)  # streamed if too large for memory
         out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
         result = evaluate(ckpt, dataset, args.batch_size, args.device, args.worst, out)
     except _user_errors() as err:

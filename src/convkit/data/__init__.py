@@ -32,7 +32,15 @@ from convkit.data.cifar import find_layout, load_cifar, safe_unpickle
 from convkit.data.default import DEFAULT_NAME, load_default
 from convkit.data.download import download, extract_tar, file_digest
 from convkit.data.errors import DataFormatError, DatasetNotFoundError, DownloadError, LabelError
-from convkit.data.folder import ImageFileDataset, decode_image, load_files, read_csv, scan_folder
+from convkit.data.folder import (
+    MEMORY_BUDGET,
+    ImageFileDataset,
+    StreamBatches,
+    decode_image,
+    load_files,
+    read_csv,
+    scan_folder,
+)
 from convkit.data.idx import find_idx_pair, load_idx_pair, read_idx, write_idx
 from convkit.data.named import ALIASES, REGISTRY, NamedDataset, load_named, resolve_name
 from convkit.data.tensor import EpochBatches, ImageTensorDataset, check_labels
@@ -93,7 +101,7 @@ def _load_folder(path: Path, split: str, **options) -> ImageTensorDataset | Imag
 
 def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir: str | os.PathLike | None = None,
                  download: bool = False, *, channels: int | None = None, image_size: tuple[int, int] | None = None,
-                 classes: list[str] | None = None, memory_budget: int = 2 << 30,
+                 classes: list[str] | None = None, memory_budget: int = MEMORY_BUDGET,
                  progress: bool = True) -> ImageTensorDataset | ImageFileDataset:
     """Loads a dataset by name or path: in memory as uint8 (N, C, H, W), or streaming if too large.
 
@@ -110,7 +118,8 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
         channels: for image files: 1, 3 or 4 (None: 1 if the first image is grayscale, else 3).
         image_size: for image files: (height, width) to resize to (None: all must share one size).
         classes: for CSVs: class names in label order.
-        memory_budget: image files whose uint8 tensor would exceed this many bytes are streamed instead.
+        memory_budget: image files whose uint8 tensor would exceed this many bytes (default 2 GiB) are streamed
+            instead (0: always stream folders and CSVs).
         progress: show download progress.
 
     Returns:
@@ -158,7 +167,8 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
 
 __all__ = [
     "AugmentConfig", "Augmenter", "DataFormatError", "DatasetNotFoundError", "DownloadError", "EpochBatches",
-    "ImageFileDataset", "ImageTensorDataset", "LabelError", "NamedDataset", "REGISTRY", "affine_matrix",
+    "ImageFileDataset", "ImageTensorDataset", "LabelError", "MEMORY_BUDGET", "NamedDataset", "REGISTRY",
+    "StreamBatches", "affine_matrix",
     "channel_shift", "check_labels", "cutmix", "decode_image", "download", "extract_tar", "file_digest",
     "find_idx_pair", "find_layout", "list_datasets", "load_cifar", "load_dataset", "load_default", "load_files",
     "load_idx_pair", "load_named", "mixed_cross_entropy", "mixup", "random_affine", "random_crop",

@@ -6,10 +6,12 @@ by path and skipped, so one bad file does not cost the whole set.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
+import signal
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,8 +20,9 @@ import torch
 from PIL import Image, ImageOps
 
 from convkit.data.errors import DataFormatError, LabelError
-from convkit.data.tensor import ImageTensorDataset, check_labels
+from convkit.data.tensor import EpochBatches, ImageTensorDataset, check_labels
 
+MEMORY_BUDGET = 2 << 30  # bytes of uint8 images held in memory before a folder or CSV is streamed instead
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _HEADER_WORDS = {"path", "file", "filename", "image", "label", "class", "target", "category"}
@@ -248,10 +251,73 @@ def _probe(samples: Sequence[tuple[Path, int]]) -> tuple[int, tuple[int, int]]:
                           f"(first: {samples[0][0] if samples else 'no files'})")
 
 
-class ImageFileDataset(torch.utils.data.Dataset):
-    """Image files decoded one by one as they are asked for, for sets too large to hold in memory.
+def default_workers() -> int:
+    """DataLoader workers for streamed images: one per core, at most 8 (decoding small images scales no further)."""
+    return min(8, os.cpu_count() or 1)
 
-    Items are (uint8 tensor (C, H, W), label), so it suits `torch.utils.data.DataLoader` with workers.
+
+class _Decoded(torch.utils.data.Dataset):
+    """A dataset's items, or the message of an undecodable file instead of raising it: a worker's exception
+    reaches the training process as a traceback dump, not as the error that names the file."""
+
+    def __init__(self, dataset: ImageFileDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | str:
+        try:
+            return self.dataset[i]
+        except DataFormatError as err:
+            return str(err)
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | str:
+    errors = [item for item in items if isinstance(item, str)]
+    return errors[0] if errors else torch.utils.data.default_collate(items)
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group. A forked worker inherits the trainer's handler, but a spawned
+    # one (macOS, Windows) dies of it, and the next batch fails ("worker exited unexpectedly") instead of the
+    # trainer finishing its step and saving. The training process shuts its workers down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class StreamBatches(EpochBatches):
+    """One epoch of an `ImageFileDataset`: the batches of `EpochBatches` (same order, same `position` and
+    resume rules), decoded by `dataset.workers` DataLoader workers and delivered to `dataset.device`.
+
+    Raises (while iterating):
+        DataFormatError: a file cannot be decoded, or differs in size; the message names it.
+    """
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        ds = self.dataset
+        index_lists = [index.tolist() for index in self._slices(self._order)]
+        if not index_lists:
+            return
+        cuda = ds.device.type == "cuda"
+        # A private generator: the loader's worker seed must not come from (and move) the global RNG, which
+        # dropout draws from; streamed runs then match in-memory ones and resume exactly.
+        loader = torch.utils.data.DataLoader(_Decoded(ds), batch_sampler=index_lists, num_workers=ds.workers,
+                                             collate_fn=_collate, pin_memory=cuda, generator=torch.Generator(),
+                                             worker_init_fn=_ignore_interrupts if ds.workers else None)
+        for batch in loader:
+            if isinstance(batch, str):
+                raise DataFormatError(batch)
+            images, labels = batch
+            self.position += len(labels)
+            yield images.to(ds.device, non_blocking=cuda), labels.to(ds.device, non_blocking=cuda)
+
+
+class ImageFileDataset(torch.utils.data.Dataset):
+    """Image files decoded as they are asked for, for sets too large to hold in memory.
+
+    Items are (uint8 tensor (C, H, W), label). `batches` serves the same epochs as `ImageTensorDataset.batches`
+    (same order, same pixels), decoded by DataLoader workers; `to`, `subset` and `split` return views that
+    share the file list, so the files stay on disk.
 
     Args:
         samples: (path, label) pairs.
@@ -261,14 +327,16 @@ class ImageFileDataset(torch.utils.data.Dataset):
         image_size: (height, width) to resize to; None keeps the first image's size, and an image of another
             size is an error naming it.
         sample_sources: where each sample was listed, for label errors.
+        workers: DataLoader worker processes of `batches` (None: `default_workers()`; 0: decode in this process).
 
     Example:
-        >>> loader = torch.utils.data.DataLoader(ImageFileDataset(samples, classes, "big/"), 256, num_workers=4)
+        >>> ds = ImageFileDataset(samples, classes, "big/", workers=4).to("cuda")
+        >>> for images, labels in ds.batches(256, seed=0, epoch=0): ...   # uint8 on the GPU
     """
 
     def __init__(self, samples: Sequence[tuple[Path, int]], classes: Sequence[str], source: str,
                  channels: int | None = None, image_size: tuple[int, int] | None = None,
-                 sample_sources: Sequence[str] | None = None):
+                 sample_sources: Sequence[str] | None = None, workers: int | None = None):
         self.samples, self.classes, self.source = list(samples), list(classes), str(source)
         probe_channels, probe_size = _probe(self.samples)
         self.channels = channels or probe_channels
@@ -276,6 +344,8 @@ class ImageFileDataset(torch.utils.data.Dataset):
         self.labels = torch.tensor([y for _, y in self.samples], dtype=torch.long)
         self.sample_sources = list(sample_sources) if sample_sources else [str(p) for p, _ in self.samples]
         self._mean = self._std = None
+        self.workers = default_workers() if workers is None else workers
+        self.device = torch.device("cpu")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -287,6 +357,10 @@ class ImageFileDataset(torch.utils.data.Dataset):
             raise DataFormatError(f"{path}: image is {image.shape[1]}x{image.shape[2]}, the others "
                                   f"{self.image_size[0]}x{self.image_size[1]}; pass image_size=(height, width)")
         return image, label
+
+    def __repr__(self) -> str:
+        return (f"ImageFileDataset({len(self)} files as {tuple(self.image_shape)}, {self.num_classes} classes, "
+                f"device {self.device}, {self.workers} workers, source {self.source!r})")
 
     @property
     def num_classes(self) -> int:
@@ -317,17 +391,66 @@ class ImageFileDataset(torch.utils.data.Dataset):
             self._stats()
         return self._std
 
+    # Label-only methods work unchanged on this dataset's labels, subset and len.
     normalize = ImageTensorDataset.normalize
+    split = ImageTensorDataset.split
+    class_counts = ImageTensorDataset.class_counts
 
     def check_labels(self, num_classes: int | None = None) -> None:
         """Refuses labels outside the class range, naming the offending file (see `check_labels`)."""
         check_labels(self.labels, num_classes or self.num_classes, self.sample_sources)
 
+    def _view(self, **changes) -> ImageFileDataset:
+        ds = copy.copy(self)  # shares statistics and names; no file is opened again
+        ds.__dict__.update(changes)
+        return ds
+
+    def to(self, device: str | torch.device, workers: int | None = None) -> ImageFileDataset:
+        """A view whose batches are delivered to `device` (pinned, asynchronous copies to a GPU).
+
+        Args:
+            device: where `batches` puts the images and labels.
+            workers: DataLoader workers of the view (None: keep this dataset's).
+
+        Example:
+            >>> ds = ds.to("cuda", workers=8)
+        """
+        return self._view(device=torch.device(device), workers=self.workers if workers is None else workers)
+
+    def subset(self, index: torch.Tensor | Sequence[int]) -> ImageFileDataset:
+        """The samples at `index`, in that order (statistics carried over, not recomputed).
+
+        Example:
+            >>> first_hundred = ds.subset(range(100))
+        """
+        index = torch.as_tensor(index, dtype=torch.long)
+        rows = index.tolist()
+        return self._view(samples=[self.samples[i] for i in rows], labels=self.labels[index],
+                          sample_sources=[self.sample_sources[i] for i in rows])
+
+    def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, start: int = 0,
+                drop_last: bool = False) -> StreamBatches:
+        """One epoch of (uint8 images, int64 labels) batches on `device`, as `ImageTensorDataset.batches` serves.
+
+        Args: as `ImageTensorDataset.batches`.
+
+        Returns:
+            A `StreamBatches` iterable whose `position` says how far the epoch has gone.
+
+        Raises (while iterating):
+            DataFormatError: a file cannot be decoded; the message names it.
+
+        Example:
+            >>> for images, labels in ds.batches(128, seed=0, epoch=e):
+            ...     logits = model(ds.normalize(images))
+        """
+        return StreamBatches(self, batch_size, shuffle, seed, epoch, start, drop_last)
+
 
 def load_files(samples: Sequence[tuple[Path, int]], classes: Sequence[str], source: str, *,
                channels: int | None = None, image_size: tuple[int, int] | None = None,
                sample_sources: Sequence[str] | None = None,
-               memory_budget: int = 2 << 30) -> ImageTensorDataset | ImageFileDataset:
+               memory_budget: int = MEMORY_BUDGET) -> ImageTensorDataset | ImageFileDataset:
     """Image files in memory when their uint8 tensor fits `memory_budget` bytes, else a streaming dataset.
 
     Args:

@@ -60,32 +60,38 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class EpochBatches:
-    """One epoch's batches of an `ImageTensorDataset`; `position` counts the samples served so far.
+    """One epoch's batches of a dataset, in the order fixed by (seed, epoch); `position` counts the samples served.
 
-    Save `state_dict()` with a checkpoint; `dataset.batches(..., epoch=s["epoch"], start=s["position"])`
-    then serves exactly the batches that were still to come.
+    This class keeps the order and the position; `ImageTensorDataset` indexes its tensor with each batch's
+    slice of the order, `ImageFileDataset` hands the same slices to DataLoader workers (`StreamBatches`), so
+    both serve the same batches. Save `state_dict()` with a checkpoint;
+    `dataset.batches(..., epoch=s["epoch"], start=s["position"])` then serves exactly the batches still to come.
     """
 
-    def __init__(self, dataset: ImageTensorDataset, batch_size: int, shuffle: bool, seed: int, epoch: int,
-                 start: int, drop_last: bool):
+    def __init__(self, dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, start: int,
+                 drop_last: bool):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.dataset, self.batch_size, self.seed, self.epoch = dataset, batch_size, seed, epoch
         self.shuffle, self.drop_last, self.position = shuffle, drop_last, start
         n = len(dataset)
-        order = epoch_permutation(n, seed, epoch) if shuffle else torch.arange(n)
-        self._order = order.to(dataset.images.device)
+        self._order = epoch_permutation(n, seed, epoch) if shuffle else torch.arange(n)  # CPU
         self._end = n - n % batch_size if drop_last else n
 
     def __len__(self) -> int:
         """Batches still to come."""
         return max(0, -(-(self._end - self.position) // self.batch_size))
 
+    def _slices(self, order: torch.Tensor) -> list[torch.Tensor]:
+        """The sample indices of each batch still to come: slices of `order` (a copy of the order anywhere)."""
+        return [order[b:min(b + self.batch_size, self._end)]
+                for b in range(self.position, self._end, self.batch_size)]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while self.position < self._end:
-            index = self._order[self.position:min(self.position + self.batch_size, self._end)]
+        images, labels = self.dataset.images, self.dataset.labels
+        for index in self._slices(self._order.to(images.device)):  # one copy of the order, not one per batch
             self.position += len(index)
-            yield self.dataset.images[index], self.dataset.labels[index]
+            yield images[index], labels[index]
 
     def state_dict(self) -> dict:
         """Where this epoch stands: {"seed", "epoch", "position"}."""

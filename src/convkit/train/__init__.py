@@ -9,7 +9,13 @@
 
 from convkit.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_header
 from convkit.train.config import TrainConfig
-from convkit.train.evaluate import EvalResult, classification_metrics, evaluate, predict_logits
+from convkit.train.evaluate import (
+    EvalResult,
+    classification_metrics,
+    evaluate,
+    predict_dataset,
+    predict_logits,
+)
 from convkit.train.lr_finder import LRFinderResult, lr_sweep, suggest_lr
 from convkit.train.predict import Prediction, predict
 from convkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, train
@@ -17,5 +23,5 @@ from convkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, trai
 __all__ = [
     "Checkpoint", "CheckpointError", "EvalResult", "LRFinderResult", "NonFiniteLossError", "Prediction",
     "TrainConfig", "TrainResult", "Trainer", "classification_metrics", "evaluate", "load_checkpoint",
-    "lr_sweep", "predict", "predict_logits", "read_header", "suggest_lr", "train",
+    "lr_sweep", "predict", "predict_dataset", "predict_logits", "read_header", "suggest_lr", "train",
 ]

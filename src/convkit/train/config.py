@@ -37,6 +37,13 @@ class TrainConfig:
         test_data: the evaluation set; None takes the test split of `data`.
         limit: train on the first `limit` training images only (quick trials, tests); None for all.
         test_limit: evaluate on the first `test_limit` test images only.
+        stream: read image folders and CSVs from disk batch by batch, decoded by DataLoader workers, instead of
+            holding them in memory as one uint8 tensor. None: only sets whose tensor would exceed 2 GiB
+            (`convkit.data.MEMORY_BUDGET`); True: always (named and IDX datasets stay in memory); False: never
+            (a set too large is an error that says its size). The batches are the same either way; only the
+            normalisation statistics of a streamed set are estimated from up to 1,000 of its files.
+        workers: DataLoader worker processes that decode streamed images (None: min(8, CPU cores); 0: decode in
+            the training process). They change the speed, never the result.
         epochs: passes over the training set.
         batch_size: the global batch (split across processes under torchrun).
         eval_batch_size: batch of the evaluation passes (None: 256 on a CPU, where it fits the caches; 2048 on a
@@ -86,6 +93,8 @@ class TrainConfig:
     test_data: str | None = None
     limit: int | None = None
     test_limit: int | None = None
+    stream: bool | None = None
+    workers: int | None = None
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int | None = None
@@ -136,6 +145,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be 0 (decode in the training process) or more, got {self.workers}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.label_smoothing < 1:

@@ -1,12 +1,14 @@
 """Evaluation: top-1/top-5 accuracy, per-class precision and recall, the confusion matrix, the worst examples.
 
 `classification_metrics` is plain arithmetic on logits and labels (testable by hand); `predict_logits`
-runs a model over uint8 images in large no-grad batches; `evaluate` ties them to a checkpoint and a dataset.
+runs a model over uint8 images in large no-grad batches (`predict_dataset` over a dataset in memory or
+streamed from files); `evaluate` ties them to a checkpoint and a dataset.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from torch import nn
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+def predict_logits(model: nn.Module, images: torch.Tensor | Iterable[torch.Tensor], mean: torch.Tensor,
+                   std: torch.Tensor,
                    batch_size: int = 1000, device: str | torch.device | None = None,
                    autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
                    tta: bool = False) -> torch.Tensor:
@@ -25,7 +28,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean: torch.Tensor, s
 
     Args:
         model: the classifier (left in eval mode).
-        images: uint8 (or float 0..255) images, on any device.
+        images: uint8 (or float 0..255) images, on any device; or an iterable of such batches (run as they
+            come, e.g. a streamed dataset's).
         mean, std: per-channel normalisation on the 0..1 scale.
         batch_size: images per forward pass.
         device: where to run (None: the model's device).
@@ -44,7 +48,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean: torch.Tensor, s
     scale = (1 / (255 * std.float())).to(device).view(1, -1, 1, 1)
     shift = (-mean.float() / std.float()).to(device).view(1, -1, 1, 1)
     out = []
-    for chunk in images.split(batch_size):
+    for chunk in images.split(batch_size) if isinstance(images, torch.Tensor) else images:
         x = chunk.to(device, non_blocking=True).float() * scale + shift
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -54,6 +58,34 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean: torch.Tensor, s
                 logits = (logits + model(x.flip(-1)).float()) / 2
         out.append(logits)
     return torch.cat(out).cpu() if out else torch.zeros(0)
+
+
+def predict_dataset(model: nn.Module, dataset, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 1000,
+                    device: str | torch.device | None = None, fit: Callable | None = None,
+                    **options) -> torch.Tensor:
+    """`predict_logits` over a whole dataset in its stored order: its tensor if in memory, else its batches.
+
+    Args:
+        model, mean, std, batch_size, device: as `predict_logits`.
+        dataset: an `ImageTensorDataset`, or an `ImageFileDataset` (decoded batch by batch, never all at once).
+        fit: applied to each uint8 batch first (e.g. `fit_images` to the model's input shape).
+        **options: autocast_dtype, channels_last, tta (see `predict_logits`).
+
+    Returns:
+        float32 logits (N, num_classes) on the CPU, row i for sample i.
+
+    Raises:
+        DataFormatError: a streamed file cannot be decoded (named).
+
+    Example:
+        >>> logits = predict_dataset(model, load_dataset("big_photos/", "test"), train.mean, train.std)
+    """
+    fit = fit or (lambda images: images)
+    if hasattr(dataset, "images"):
+        images = fit(dataset.images)
+    else:
+        images = (fit(x) for x, _ in dataset.batches(batch_size, shuffle=False))
+    return predict_logits(model, images, mean, std, batch_size, device, **options)
 
 
 def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -180,7 +212,8 @@ def evaluate(checkpoint, dataset, batch_size: int = 1000, device: str | torch.de
 
     Args:
         checkpoint: a `Checkpoint` (see `load_checkpoint`), or a path / run folder.
-        dataset: an `ImageTensorDataset` (e.g. `load_dataset("fashion-mnist", "test")`).
+        dataset: an `ImageTensorDataset` (e.g. `load_dataset("fashion-mnist", "test")`), or an
+            `ImageFileDataset` (streamed; only the worst examples' files are decoded again for the picture).
         batch_size: images per forward pass.
         device: where to run.
         worst: how many worst-classified examples to report and draw.
@@ -202,9 +235,8 @@ def evaluate(checkpoint, dataset, batch_size: int = 1000, device: str | torch.de
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
     classes = ckpt.classes
     dataset.check_labels(len(classes))
-    images = fit_images(dataset.images, ckpt.input_shape)
-    logits = predict_logits(ckpt.model.to(device), images, ckpt.mean, ckpt.std, batch_size, device,
-                            tta=bool(ckpt.meta.get("tta")))
+    logits = predict_dataset(ckpt.model.to(device), dataset, ckpt.mean, ckpt.std, batch_size, device,
+                             fit=lambda images: fit_images(images, ckpt.input_shape), tta=bool(ckpt.meta.get("tta")))
     m = classification_metrics(logits, dataset.labels, len(classes))
     probs = logits.softmax(1)
     sources = getattr(dataset, "sample_sources", None)
@@ -221,7 +253,8 @@ def evaluate(checkpoint, dataset, batch_size: int = 1000, device: str | torch.de
         result.files["confusion"] = str(plot_confusion(m["confusion"], classes, out / "eval_confusion.png",
                                                        f"confusion matrix ({m['count']} images)"))
         if worst_rows:
-            picked = dataset.images[[r["index"] for r in worst_rows]].cpu().numpy()
+            # Item by item: a streamed set decodes just these files.
+            picked = torch.stack([dataset[r["index"]][0] for r in worst_rows]).cpu().numpy()
             captions = [f"{r['true']}\n-> {r['predicted']} {r['probability']:.2f}" for r in worst_rows]
             result.files["worst"] = str(plot_image_grid(picked, captions, out / "eval_worst.png",
                                                         "worst-classified (true -> predicted, probability)"))
