@@ -198,3 +198,18 @@ def test_schedules_peak_at_lr_and_survive_tiny_runs(schedule, steps_per_epoch):
         if schedule == "step":  # halved one epoch (50 steps) after the warm-up
             assert lrs[64] == pytest.approx(0.1) and lrs[65] == pytest.approx(0.05)
     assert [g["weight_decay"] for g in opt.param_groups] == [cfg.weight_decay, 0.0]  # no decay on the bias
+
+
+def test_compiled_training_gives_the_eager_weights(tmp_path):
+    # aot_eager runs the graph that TorchDynamo captures and AOTAutograd differentiates, without generating code:
+    # the run goes through torch.compile and must train the same network as the eager run (Inductor itself is
+    # exercised by benchmarks/bench_train_gpu.py --compile; it needs half a minute of C++ compilation on a CPU).
+    small = {**TINY, "limit": 200, "test_limit": 50, "epochs": 1}
+    eager = train(runs_dir=str(tmp_path), name="eager", **small)
+    compiled = train(runs_dir=str(tmp_path), name="compiled", compile="aot_eager", **small)
+    assert TrainConfig.from_yaml(compiled.run_dir / "config.yaml").compile == "aot_eager"
+    a, b = eager.model.state_dict(), compiled.model.state_dict()
+    assert a.keys() == b.keys()  # no "_orig_mod." prefixes in what is saved
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert load_checkpoint(compiled.run_dir).classes == eager.classes

@@ -104,7 +104,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=_S)
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=_S)
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=_S, help="torch.compile the model")
+    g.add_argument("--compile", nargs="?", const=True, default=_S, metavar="BACKEND",
+                   help="torch.compile the model (optionally with this backend, e.g. aot_eager)")
     g.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=_S,
                    help="cuDNN autotuning: seconds at the start, faster steps for long GPU runs")
     g.add_argument("--device", default=_S, help="auto, cpu, cuda, cuda:1...")

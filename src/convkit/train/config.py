@@ -66,7 +66,8 @@ class TrainConfig:
             flips). Saved with the checkpoint, so `evaluate` and `predict` do the same.
         precision: "auto" (bf16 on GPUs that have it, fp32 on CPU), "fp32", "bf16" or "fp16".
         channels_last: NHWC memory format (None: on; it is much faster for small CNNs on CPU too).
-        compile: torch.compile the model.
+        compile: torch.compile the model: True for the default backend (Inductor), or a backend's name, e.g.
+            "aot_eager" (no code generation: quick to start, to check that a model compiles).
         cudnn_benchmark: let cuDNN time its algorithms for each new input shape (GPU only). It costs seconds
             at the start of a run (for every layer, batch size and the last, smaller batch) and pays off only
             in long runs of big models; off by default.
@@ -95,7 +96,7 @@ class TrainConfig:
     test_limit: int | None = None
     stream: bool | None = None
     workers: int | None = None
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 128
     eval_batch_size: int | None = None
     optimizer: str = "adamw"
@@ -116,7 +117,7 @@ class TrainConfig:
     tta: bool | None = None
     precision: str = "auto"
     channels_last: bool | None = None
-    compile: bool = False
+    compile: bool | str = False
     cudnn_benchmark: bool = False
     device: str = "auto"
     threads: int | None = None

@@ -247,7 +247,8 @@ class Trainer:
             self.forward_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.compile:
-            self.forward_model = torch.compile(self.forward_model)
+            backend = cfg.compile if isinstance(cfg.compile, str) else "inductor"
+            self.forward_model = torch.compile(self.forward_model, backend=backend)
 
         # Progress: where the run stands; replaced by the checkpoint's on resume.
         self.epoch, self.position, self.step = 0, 0, 0
