@@ -129,7 +129,7 @@ def test_evaluate_runs_over_a_streamed_set_as_over_the_tensor(folder, runs, tmp_
 
 def test_stream_false_refuses_a_set_beyond_the_budget_and_says_how_big(folder, monkeypatch):
     monkeypatch.setattr(trainer_module, "MEMORY_BUDGET", 10_000)  # the folder's 51,200 bytes exceed it
-    with pytest.raises(ValueError, match=r"200 images of 1x16x16 take 50 KiB as uint8, more than the 9.8 KiB "
+    with pytest.raises(ValueError, match=r"200 images of 1x16x16 take 50.0 KiB as uint8, more than the 9.8 KiB "
                                          r"held in memory, and stream is off: allow streaming"):
         Trainer(data=str(folder), stream=False, **RECIPE)
 

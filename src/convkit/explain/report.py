@@ -177,31 +177,20 @@ class _Predictions:
 
 
 def _test_set(run: _Run, test_data, data_dir):
-    """The run's test set as training built it (same source, split and test_limit), or `test_data`."""
-    from convkit.data import load_dataset
-    from convkit.data.errors import DatasetNotFoundError
+    """The run's test set as training built it (`load_test_data`: same source, split and test_limit), or
+    `test_data` (a dataset, or a name or path whose test split, else all of it, is used, without a limit)."""
+    from convkit.train.config import TrainConfig
+    from convkit.train.trainer import load_test_data
 
-    cfg = run.config
-    data_dir = data_dir if data_dir is not None else cfg.get("data_dir")
     if test_data is not None and not isinstance(test_data, str | os.PathLike):
         return test_data, f"{getattr(test_data, 'source', 'the given dataset')}"
-    given = test_data is not None
-    name = test_data if given else cfg.get("test_data") or cfg.get("data")
-    limit = None if given else cfg.get("test_limit")
-    if not name:
+    cfg = TrainConfig.from_dict(run.config)
+    if not (test_data or cfg.test_data or cfg.data):
         raise ReportError("the config names no data set; pass test_data")
-    try:
-        dataset, what = load_dataset(name, "test", data_dir, progress=False), f"{name} (test split)"
-    except DatasetNotFoundError:
-        if given or cfg.get("test_data"):  # a folder or CSV that is one collection: all of it is the test set
-            dataset, what = load_dataset(name, "train", data_dir, progress=False), str(name)
-        else:  # training held out 10% of each class of the training set, seeded as training does
-            train = load_dataset(name, "train", data_dir, progress=False)
-            dataset, what = train.split(0.1, seed=cfg.get("seed", 0))[1], f"{name} (held-out 10%)"
-    if limit:
-        dataset = dataset.subset(range(min(int(limit), len(dataset))))
-        what += f", first {len(dataset):,}"
-    return dataset, what
+    changes = {"data_dir": data_dir if data_dir is not None else cfg.data_dir, "stream": None}
+    if test_data is not None:
+        changes.update(test_data=str(test_data), test_limit=None)
+    return load_test_data(cfg.replace(**changes))[1:]
 
 
 def _predict(run: _Run, test_data, data_dir) -> _Predictions:

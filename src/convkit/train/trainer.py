@@ -44,6 +44,7 @@ from convkit.data import (
     mixed_cross_entropy,
 )
 from convkit.data.errors import DatasetNotFoundError
+from convkit.inspect.memory import format_bytes
 from convkit.train import distributed as D
 from convkit.train.checkpoint import CheckpointError, load_state, save_state, save_tensors
 from convkit.train.config import TrainConfig
@@ -126,18 +127,47 @@ def _load_split(name: str, split: str, data_dir, stream: bool | None = None) -> 
     if stream is False and isinstance(ds, ImageFileDataset):
         size = len(ds) * math.prod(ds.image_shape)
         raise ValueError(f"{name}: {len(ds):,} images of {'x'.join(map(str, ds.image_shape))} take "
-                         f"{_bytes(size)} as uint8, more than the {_bytes(MEMORY_BUDGET)} held in memory, and "
-                         "stream is off: allow streaming from disk (stream: null or true, --stream), or pass "
-                         "image_size to shrink the images")
+                         f"{format_bytes(size)} as uint8, more than the {format_bytes(MEMORY_BUDGET)} held in "
+                         "memory, and stream is off: allow streaming from disk (stream: null or true, --stream), "
+                         "or pass image_size to shrink the images")
     return ds
 
 
-def _bytes(n: float) -> str:
-    """A size in bytes as text: 50 KiB, 2 GiB, 179.6 GiB."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.1f}".rstrip("0").rstrip(".") + f" {unit}"
-        n /= 1024
+def load_test_data(config: TrainConfig, train: Dataset | None = None) -> tuple[Dataset | None, Dataset, str]:
+    """The evaluation set of a run, chosen as training chooses it (used by `Trainer` and the run report).
+
+    `config.test_data` (its test split, else all of it: a folder or CSV is one collection); else the test split
+    of `config.data`; else 10% of each class of the training set, held out with the run's seed. Then
+    `config.test_limit`.
+
+    Args:
+        config: the run's config.
+        train: the training set, if already loaded (it is loaded only if 10% must be held out).
+
+    Returns:
+        (the training set, less the held-out part if any; None if it was neither given nor needed,
+        the test set, a description such as "fashion-mnist (test split), first 1,000").
+
+    Raises:
+        DatasetNotFoundError: no such data.
+    """
+    def load(name, split):
+        return _load_split(name, split, config.data_dir, config.stream)
+
+    name = config.test_data or config.data
+    try:
+        test, what = load(name, "test"), f"{name} (test split)"
+    except DatasetNotFoundError:
+        if config.test_data:  # a folder or CSV that is one collection: all of it is the test set
+            test, what = load(name, "train"), str(name)
+        else:
+            train = train if train is not None else load(name, "train")
+            train, test = train.split(0.1, seed=config.seed)
+            what = f"{name} (held-out 10%)"
+    if config.test_limit:
+        test = test.subset(range(min(config.test_limit, len(test))))
+        what += f", first {len(test):,}"
+    return train, test, what
 
 
 def _model_spec(config: TrainConfig, model: nn.Module | None, num_classes: int, in_channels: int) -> dict:
@@ -272,21 +302,14 @@ class Trainer:
         train = train_data if train_data is not None else _load_split(cfg.data, "train", cfg.data_dir, cfg.stream)
         if test_data is not None:
             test = test_data
-        elif cfg.test_data:
-            try:
-                test = _load_split(cfg.test_data, "test", cfg.data_dir, cfg.stream)
-            except DatasetNotFoundError:  # a folder or CSV that is one collection: all of it is the test set
-                test = _load_split(cfg.test_data, "train", cfg.data_dir, cfg.stream)
+            if cfg.test_limit:
+                test = test.subset(range(min(cfg.test_limit, len(test))))
         else:
-            try:
-                test = _load_split(cfg.data, "test", cfg.data_dir, cfg.stream)
-            except DatasetNotFoundError:
-                train, test = train.split(0.1, seed=cfg.seed)
+            train, test, what = load_test_data(cfg, train)
+            if "(held-out 10%)" in what:
                 self._print(f"{cfg.data}: no test split; holding out 10% of each class for testing")
         if cfg.limit:
             train = train.subset(range(min(cfg.limit, len(train))))
-        if cfg.test_limit:
-            test = test.subset(range(min(cfg.test_limit, len(test))))
         if tuple(test.image_shape) != tuple(train.image_shape):
             raise ValueError(f"test images are {tuple(test.image_shape)}, training images "
                              f"{tuple(train.image_shape)} (C, H, W); give both the same size")
