@@ -237,7 +237,8 @@ def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> Non
     _add_source(p, image=True)
     p.add_argument("--method", choices=METHODS, default="gradcam", help="(default: gradcam)")
     p.add_argument("--class", dest="target", metavar="K", help="class index or name (default: the predicted one)")
-    p.add_argument("--layer", help="Grad-CAM's layer (default: the model's last feature map)")
+    p.add_argument("--layer", help="Grad-CAM's layer (default: the last feature map if the head "
+                   "averages it globally, else the last conv layer larger than 1x1)")
     p.add_argument("--window", type=int, help="occlusion: window size in pixels (default: min(H, W) / 7)")
     p.add_argument("--stride", type=int, help="occlusion: window step (default: window / 2)")
     _add_output(p)

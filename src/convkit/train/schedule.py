@@ -100,19 +100,29 @@ class WeightEMA:
         self.module = copy.deepcopy(model).requires_grad_(False)
         self.decay = float(decay)
         self.updates = 0
+        self._paired: tuple[nn.Module, tuple[list[torch.Tensor], ...]] | None = None
+
+    def _tensors(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
+        """(averaged floats, current floats, averaged integers, current integers), paired once per model:
+        training and loading change these tensors in place, so the pairing holds for every later step."""
+        if self._paired is None or self._paired[0] is not model:
+            pairs = list(zip(self.module.state_dict(keep_vars=True).values(),
+                             model.state_dict(keep_vars=True).values()))
+            floats = [(a.detach(), c.detach()) for a, c in pairs if a.is_floating_point()]
+            others = [(a, c) for a, c in pairs if not a.is_floating_point()]
+            self._paired = model, ([a for a, _ in floats], [c for _, c in floats],
+                                   [a for a, _ in others], [c for _, c in others])
+        return self._paired[1]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        averaged = list(self.module.state_dict(keep_vars=True).values())
-        current = list(model.state_dict(keep_vars=True).values())
-        floats = [(a.detach(), c.detach()) for a, c in zip(averaged, current) if a.is_floating_point()]
-        others = [(a, c) for a, c in zip(averaged, current) if not a.is_floating_point()]
-        if others:  # BatchNorm's batch counts are copied
-            torch._foreach_copy_([a for a, _ in others], [c for _, c in others])
-        if floats:
+        averaged, current, averaged_counts, current_counts = self._tensors(model)
+        if averaged_counts:  # BatchNorm's batch counts are copied
+            torch._foreach_copy_(averaged_counts, current_counts)
+        if averaged:
             n = self.updates
             weight = 1.0 if n == 0 else 1 - min(self.decay, (1 + n) / (10 + n))
-            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+            torch._foreach_lerp_(averaged, current, weight)
         self.updates += 1
 
     def state_dict(self) -> dict:
