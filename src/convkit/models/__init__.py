@@ -1,6 +1,8 @@
 """The zoo of classic CNNs, one file per family, each citing its paper.
 
-``create_model(name, num_classes=..., in_channels=...)`` builds one; ``list_models(pattern)`` lists them.
+``create_model(name, num_classes=..., in_channels=...)`` builds one; ``list_models(pattern)`` lists them;
+``resolve_model(ref)`` turns any model reference (zoo name, model file, run folder, checkpoint, module) into a
+model that carries its configuration as ``model.model_cfg``.
 """
 
 # Importing each family file registers its builders.
@@ -17,10 +19,21 @@ from convkit.models._registry import (
 )
 from convkit.models.base import ClassifierNet
 from convkit.models.modelfile import ModelFileError, load_model_file, parse_model_file
+from convkit.models.reference import (
+    Checkpoint,
+    ModelCfg,
+    build_from_spec,
+    load_checkpoint,
+    model_cfg,
+    model_spec,
+    resolve_model,
+)
 from convkit.models.sequential import Sequential
+from convkit.models.weights import CheckpointError
 
 __all__ = [
-    "ClassifierNet", "ModelFileError", "ModelInfo", "Sequential", "UnknownModelError", "count_parameters",
-    "create_meta_model", "create_model", "list_models", "load_model_file", "model_info", "parse_model_file",
-    "register_model",
+    "Checkpoint", "CheckpointError", "ClassifierNet", "ModelCfg", "ModelFileError", "ModelInfo", "Sequential",
+    "UnknownModelError", "build_from_spec", "count_parameters", "create_meta_model", "create_model", "list_models",
+    "load_checkpoint", "load_model_file", "model_cfg", "model_info", "model_spec", "parse_model_file",
+    "register_model", "resolve_model",
 ]

@@ -1,0 +1,442 @@
+"""One way to name a model: a zoo name, a model file, a run folder, a .safetensors checkpoint or an ``nn.Module``.
+
+`resolve_model(ref)` is the only place that turns a reference into a model; every verb and every Python entry
+point (summary, explain, animate, evaluate, predict, the report, the CLI, the trainer) calls it. The model it
+returns carries its own configuration as ``model.model_cfg`` (a `ModelCfg`), the way timm's models carry their
+``pretrained_cfg``: task, input shape, class names, normalisation, and the spec that rebuilds the architecture.
+Callers read it instead of re-deriving it.
+
+A spec is plain JSON, stored in every checkpoint's metadata::
+
+    {"kind": "zoo",  "name": "resnet20", "kwargs": {...}, "num_classes": 10, "in_channels": 3}
+    {"kind": "file", "path": "net.yaml", "text": "<the file's text>", "num_classes": 10, "in_channels": 1}
+    {"kind": "python", "class": "mypackage.MyNet", ...}     (not rebuildable: pass model= to load weights)
+
+>>> model = resolve_model("lenet5", num_classes=10)
+>>> model.model_cfg.input_shape, model.model_cfg.source, model.model_cfg.spec["kind"]
+((1, 32, 32), 'zoo', 'zoo')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convkit.models.weights import FORMAT, CheckpointError, find_checkpoint, load_tensors, unflatten_state
+
+__all__ = ["Checkpoint", "ModelCfg", "build_from_spec", "load_checkpoint", "model_cfg", "model_spec",
+           "resolve_model"]
+
+# Untrained models have seen no data, so no statistics are theirs: 0.5/0.5 maps pixels 0..255 onto -1..1,
+# centred like a trained model's input, and claims no dataset (ImageNet's would).
+UNTRAINED_MEAN = 0.5
+UNTRAINED_STD = 0.5
+MODEL_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class ModelCfg:
+    """What a model knows about itself (timm's ``pretrained_cfg``); read as ``model.model_cfg``.
+
+    Attributes:
+        name: a short name for titles and file names (zoo name, model file stem, class name).
+        task: the task the model was built or trained for ("classification").
+        input_shape: (C, H, W) of one input image, or None when nothing says (a bare module).
+        num_classes: outputs of the head, or None when unknown.
+        classes: class names (None for an untrained model: classes are then numbers).
+        mean, std: per-channel normalisation on the 0..1 scale: the model reads ``(x / 255 - mean) / std``.
+            Untrained models get 0.5 and 0.5.
+        spec: the JSON that rebuilds the architecture (see the module docstring), or None.
+        source: "zoo", "file", "checkpoint" or "module".
+        trained: whether the weights come from training (a checkpoint).
+        checkpoint: the .safetensors file the weights came from, if any.
+        run_dir: the run folder of that checkpoint, if it is in one.
+        meta: the checkpoint's whole metadata (epoch, metrics, config, tta...); {} otherwise.
+    """
+
+    name: str
+    task: str = "classification"
+    input_shape: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+    classes: list[str] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    spec: dict | None = None
+    source: str = "module"
+    trained: bool = False
+    checkpoint: Path | None = None
+    run_dir: Path | None = None
+    meta: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def tta(self) -> bool:
+        """Whether evaluation averages each image with its mirror image (saved by training)."""
+        return bool(self.meta.get("tta"))
+
+    def mean_std(self, channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as float32 tensors of shape (C,); untrained models' 0.5/0.5 for `channels` channels."""
+        c = channels or (self.input_shape[0] if self.input_shape else 3)
+        mean = self.mean if self.mean is not None else (UNTRAINED_MEAN,) * c
+        std = self.std if self.std is not None else (UNTRAINED_STD,) * c
+        return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images NCHW (or floats on 0..255) -> the model's input, ``(x / 255 - mean) / std``.
+
+        Computed as training computes it (``x * scale + shift``), so predictions match evaluation to the bit.
+
+        >>> cfg = ModelCfg("net", input_shape=(1, 2, 2), mean=(0.5,), std=(0.25,))
+        >>> cfg.normalize(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)).flatten().tolist()
+        [2.0, 2.0, 2.0, 2.0]
+        """
+        mean, std = self.mean_std(images.shape[1])
+        device = images.device
+        scale = (1 / (255 * std)).to(device).view(1, -1, 1, 1)
+        shift = (-mean / std).to(device).view(1, -1, 1, 1)
+        return images.float() * scale + shift
+
+    def to_dict(self) -> dict:
+        """The JSON-able fields (no metadata), e.g. for ``--json`` output."""
+        return {"name": self.name, "task": self.task, "input_shape": list(self.input_shape or []) or None,
+                "num_classes": self.num_classes, "classes": self.classes,
+                "mean": list(self.mean) if self.mean is not None else None,
+                "std": list(self.std) if self.std is not None else None, "spec": self.spec, "source": self.source,
+                "trained": self.trained, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "run_dir": str(self.run_dir) if self.run_dir else None}
+
+
+# --- specs ---------------------------------------------------------------------------------------------------
+
+def model_spec(ref: str | os.PathLike | nn.Module, num_classes: int | None = None, in_channels: int | None = None,
+               **kwargs) -> dict:
+    """The JSON spec that rebuilds a model (stored in checkpoints); see the module docstring.
+
+    Args:
+        ref: a zoo name, a model file, or an ``nn.Module`` built in Python (recorded by class, not rebuildable).
+        num_classes, in_channels, **kwargs: the builder's arguments.
+
+    Raises:
+        FileNotFoundError: a model file that does not exist.
+
+    >>> model_spec("resnet20", num_classes=10, in_channels=3)
+    {'num_classes': 10, 'in_channels': 3, 'kind': 'zoo', 'name': 'resnet20', 'kwargs': {}}
+    """
+    base = {"num_classes": num_classes, "in_channels": in_channels}
+    if isinstance(ref, nn.Module):
+        return {**base, "kind": "python", "class": f"{type(ref).__module__}.{type(ref).__qualname__}"}
+    if str(ref).lower().endswith(MODEL_FILE_SUFFIXES):
+        path = Path(ref)
+        return {**base, "kind": "file", "path": str(path), "text": path.read_text(encoding="utf-8")}
+    return {**base, "kind": "zoo", "name": str(ref), "kwargs": dict(kwargs)}
+
+
+def build_from_spec(spec: dict, meta: bool = False) -> nn.Module:
+    """Rebuilds a model from a spec (its weights still to be loaded).
+
+    Args:
+        spec: as `model_spec` returns it (or a checkpoint's ``meta["model"]``).
+        meta: build on the meta device (shapes only, no memory, no initialisation).
+
+    Raises:
+        CheckpointError: the spec names a model built in Python, or is malformed.
+
+    >>> build_from_spec({"kind": "zoo", "name": "lenet5", "num_classes": 3, "in_channels": 1}).num_classes
+    3
+    """
+    from convkit.models._registry import create_meta_model, create_model
+    from convkit.models.modelfile import parse_model_file
+
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    with _meta_building() if meta else contextlib.nullcontext():
+        if kind == "zoo":
+            build = create_meta_model if meta else create_model
+            return build(spec["name"], num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"),
+                         **spec.get("kwargs", {}))
+        if kind == "file":
+            return parse_model_file(spec["text"], spec.get("path", "<checkpoint>"),
+                                    num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"))
+    if kind == "python":
+        raise CheckpointError(f"the checkpoint's model ({spec.get('class', 'a Python module')}) was built in "
+                              "Python; pass model= (an instance of the same architecture) to load its weights")
+    raise CheckpointError(f"the checkpoint's model spec is not one convkit can rebuild: {str(spec)[:200]}")
+
+
+@contextlib.contextmanager
+def _meta_building():
+    from convkit.models._registry import _skip_initialisation
+
+    with torch.device("meta"), _skip_initialisation():
+        yield
+
+
+# --- what a module says about itself ------------------------------------------------------------------------
+
+def model_cfg(model: nn.Module) -> ModelCfg:
+    """The `ModelCfg` a module carries; for a module that has none, what can be read from it.
+
+    A bare module's input shape comes from its ``input_shape`` attribute (``convkit.Sequential``), else from the
+    zoo's information when it has a ``model_name`` (with the first convolution's input channels), else None.
+
+    >>> from convkit.models import create_model
+    >>> model_cfg(create_model("resnet18", in_channels=1)).input_shape
+    (1, 224, 224)
+    """
+    cfg = getattr(model, "model_cfg", None)
+    if isinstance(cfg, ModelCfg):
+        return cfg
+    name = getattr(model, "model_name", None)
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, Sequence) and not isinstance(shape, str) and len(shape) == 3:
+        shape = tuple(int(s) for s in shape)
+    else:
+        shape = None
+        if isinstance(name, str):
+            from convkit.models._registry import UnknownModelError, model_info
+
+            try:
+                shape = tuple(model_info(name).input_size)
+            except UnknownModelError:
+                pass
+            # a zoo model built with in_channels=1 still says 3 in its ModelInfo: ask the first convolution
+            first = next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels), None)
+            if shape is not None and first is not None:
+                shape = (first.in_channels, *shape[1:])
+    classes = getattr(model, "num_classes", None)
+    return ModelCfg(str(name or type(model).__name__), input_shape=shape,
+                    num_classes=int(classes) if isinstance(classes, int) else None,
+                    spec=model_spec(model), source="module")
+
+
+# --- the resolver --------------------------------------------------------------------------------------------
+
+def resolve_model(ref: Any, *, num_classes: int | None = None, in_channels: int | None = None,
+                  input_shape: Sequence[int] | None = None, meta: bool = False,
+                  device: str | torch.device = "cpu", prefer: str = "best", model: nn.Module | None = None,
+                  **kwargs) -> nn.Module:
+    """Whatever names a model -> the model, carrying its `ModelCfg` as ``model.model_cfg``.
+
+    Args:
+        ref: a zoo name ("resnet18", "ResNet-18"), a model file (.yaml/.yml), a run folder (its best checkpoint,
+            else its last), a .safetensors checkpoint, or an ``nn.Module`` (returned itself, given a cfg if it
+            has none).
+        num_classes, in_channels, **kwargs: the builder's arguments, for a zoo name or a model file only (a
+            checkpoint fixes its head and input channels).
+        input_shape: (C, H, W) to record instead of the model's own (zoo default, model file, training size).
+        meta: build on the meta device (shapes only: nothing allocated, nothing initialised, no weights loaded),
+            for inspection.
+        device: where a real model goes.
+        prefer: "best" or "last", for run folders.
+        model: for a checkpoint of a model built in Python: a module of the same architecture to load into.
+
+    Returns:
+        The ``nn.Module``: trained weights in eval mode for checkpoints; freshly built (train mode) otherwise.
+
+    Raises:
+        UnknownModelError: an unknown zoo name; the message suggests close names.
+        ModelFileError: a malformed model file (file and line named).
+        FileNotFoundError: a path that does not exist, or a folder without checkpoints.
+        CheckpointError: a file that is not a convkit safetensors checkpoint (never unpickled), or weights that
+            do not fit.
+        ValueError: builder arguments given for a checkpoint or a module.
+        TypeError: a reference of another type.
+
+    >>> net = resolve_model("examples/models/lenet5.yaml", num_classes=4)  # doctest: +SKIP
+    >>> resolve_model("resnet20", meta=True).model_cfg.input_shape
+    (3, 32, 32)
+    """
+    given = {k: v for k, v in {"num_classes": num_classes, "in_channels": in_channels, **kwargs}.items()
+             if v is not None}
+    if isinstance(ref, nn.Module):
+        if given:
+            raise ValueError(f"model: {', '.join(sorted(given))} build zoo models and model files; this "
+                             f"{type(ref).__name__} is already built")
+        cfg = model_cfg(ref)
+        if input_shape is not None:
+            cfg = replace(cfg, input_shape=_shape(input_shape))
+            if getattr(ref, "input_shape", ...) is None and hasattr(ref, "build"):
+                ref.build(cfg.input_shape)  # an unbuilt convkit.Sequential: its lazy layers need the shape
+        ref.model_cfg = cfg
+        return ref
+    if not isinstance(ref, str | os.PathLike):
+        raise TypeError("a model is a zoo name, a model file (.yaml), a run folder, a .safetensors checkpoint or "
+                        f"an nn.Module, got {type(ref).__name__}")
+    path = Path(ref)
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES:
+        return _from_file(path, given, input_shape, meta, device)
+    if path.is_dir() or path.is_file() or path.suffix.lower() == ".safetensors":
+        if given:
+            raise ValueError(f"{str(path)!r}: a trained checkpoint fixes its classes and input channels; drop "
+                             f"{', '.join(sorted(given))}")
+        return _from_checkpoint(path, input_shape, meta, device, prefer, model)
+    if os.sep in str(ref) or "/" in str(ref):
+        raise FileNotFoundError(f"{str(ref)!r}: no such run folder, checkpoint or model file")
+    return _from_zoo(str(ref), given, input_shape, meta, device)
+
+
+def _shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) of positive ints, got {shape}")
+    return shape
+
+
+def _from_zoo(name: str, given: dict, input_shape, meta: bool, device) -> nn.Module:
+    from convkit.models._registry import create_meta_model, create_model, model_info
+
+    info = model_info(name)  # UnknownModelError with close names
+    module = (create_meta_model if meta else create_model)(info.name, **given)
+    default = (int(given.get("in_channels") or info.input_size[0]), *info.input_size[1:])
+    kwargs = {k: v for k, v in given.items() if k not in ("num_classes", "in_channels")}
+    spec = model_spec(info.name, given.get("num_classes"), given.get("in_channels"), **kwargs)
+    cfg = ModelCfg(info.name, input_shape=_shape(input_shape or default),
+                   num_classes=int(getattr(module, "num_classes", None) or given.get("num_classes") or
+                                   info.num_classes), spec=spec, source="zoo")
+    return _finish(module, cfg, meta, device)
+
+
+def _from_file(path: Path, given: dict, input_shape, meta: bool, device) -> nn.Module:
+    from convkit.models._registry import create_model
+
+    module = None
+    if meta:
+        try:
+            with _meta_building():
+                module = create_model(path, **given)
+        except (FileNotFoundError, ValueError):
+            raise
+        except Exception:  # a model file whose layers need real tensors at build time
+            module = None
+    if module is None:
+        module = create_model(path, **given)
+    kwargs = {k: v for k, v in given.items() if k not in ("num_classes", "in_channels")}
+    spec = model_spec(path, given.get("num_classes"), given.get("in_channels"), **kwargs)
+    shape = input_shape or getattr(module, "input_shape", None)
+    classes = getattr(module, "num_classes", None)
+    cfg = ModelCfg(path.stem, input_shape=_shape(shape) if shape is not None else None,
+                   num_classes=int(classes) if isinstance(classes, int) else None, spec=spec, source="file")
+    return _finish(module, cfg, meta, device)
+
+
+def _from_checkpoint(path: Path, input_shape, meta: bool, device, prefer: str, model: nn.Module | None):
+    file = find_checkpoint(path, prefer)
+    if meta and model is None:
+        import json
+
+        from convkit.models.weights import read_header
+
+        info = json.loads(read_header(file).get("__metadata__", {}).get("convkit", "{}"))
+        tensors = None
+    else:
+        tensors, info = load_tensors(file)
+    if "model" not in info:
+        raise CheckpointError(f"{file}: a safetensors file without convkit's metadata (model spec, classes, "
+                              "normalisation); build the model and load the weights with model.load_state_dict")
+    if model is None:
+        model = build_from_spec(info["model"], meta=meta)
+    if tensors is not None:
+        if info.get("format") == FORMAT:  # resume.safetensors: the weights sit under "model"
+            state = unflatten_state(info["state"], tensors)
+            tensors = state.get("eval_model") or state["model"]
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise CheckpointError(f"{file}: the weights do not fit the model: {err}") from None
+    info.pop("state", None)
+    spec = info["model"]
+    run_dir = file.parent if (file.parent / "config.yaml").is_file() else None
+    name = spec.get("name") or Path(spec.get("path") or file.stem).stem
+    classes = [str(c) for c in info.get("classes") or []] or None
+    shape = input_shape or info.get("input_shape")
+    cfg = ModelCfg(str(name), task=str(info.get("task", "classification")),
+                   input_shape=_shape(shape) if shape else None,
+                   num_classes=len(classes) if classes else spec.get("num_classes"), classes=classes,
+                   mean=tuple(float(v) for v in info["mean"]) if info.get("mean") is not None else None,
+                   std=tuple(float(v) for v in info["std"]) if info.get("std") is not None else None,
+                   spec=spec, source="checkpoint", trained=True, checkpoint=file, run_dir=run_dir, meta=info)
+    module = _finish(model, cfg, meta, device)
+    return module.eval()
+
+
+def _finish(module: nn.Module, cfg: ModelCfg, meta: bool, device) -> nn.Module:
+    if not meta and torch.device(device) != torch.device("cpu"):
+        module = module.to(device)
+    module.model_cfg = cfg
+    return module
+
+
+# --- checkpoints (the trained model with what inference needs) ------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """A trained model with what it needs for inference: class names, normalisation, input shape.
+
+    A view of ``model.model_cfg`` for code that holds a checkpoint rather than a model.
+
+    Attributes:
+        model: the rebuilt model with its weights, in eval mode, on CPU (or the device asked for).
+        meta: the checkpoint's metadata (model spec, classes, mean, std, input_shape, epoch, metrics, config).
+        path: the safetensors file.
+    """
+
+    model: nn.Module
+    meta: dict
+    path: Path
+
+    @property
+    def cfg(self) -> ModelCfg:
+        return model_cfg(self.model)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the model was trained on."""
+        return tuple(self.meta["input_shape"])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.tensor(self.meta["mean"], dtype=torch.float32)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.tensor(self.meta["std"], dtype=torch.float32)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (or floats on 0..255) -> the model's input, ``(x / 255 - mean) / std`` (bit-exact)."""
+        return self.cfg.normalize(images)
+
+
+def load_checkpoint(path_or_run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                    model: nn.Module | None = None, prefer: str = "best") -> Checkpoint:
+    """Rebuilds a trained model from a safetensors checkpoint or a run folder, without unpickling anything.
+
+    The same as `resolve_model` on a run folder or checkpoint, returned as a `Checkpoint`.
+
+    Args:
+        path_or_run_dir: a .safetensors file, or a run folder (its best checkpoint, else its last).
+        device: where the model goes.
+        model: a model to load the weights into (needed when the run trained a model built in Python).
+        prefer: "best" or "last", for run folders.
+
+    Returns:
+        A `Checkpoint`: the model in eval mode, plus class names, normalisation and input shape.
+
+    Raises:
+        CheckpointError: not a safetensors file (refused after reading its first bytes), no convkit metadata,
+            or weights that do not fit the model.
+        FileNotFoundError: no such file or folder.
+    """
+    path = Path(path_or_run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file or run folder")
+    module = _from_checkpoint(path, None, False, device, prefer, model)
+    return Checkpoint(module, module.model_cfg.meta, module.model_cfg.checkpoint)
