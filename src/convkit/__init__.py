@@ -16,11 +16,13 @@ from convkit.models import (
     list_models,
     load_model_file,
     model_info,
+    resolve_model,
 )
-from convkit.train import TrainConfig, Trainer, evaluate, load_checkpoint, predict, train
+from convkit.tasks.classification import evaluate, predict
+from convkit.train import TrainConfig, Trainer, load_checkpoint, train
 
 __version__ = "0.1.0"
 __all__ = [
     "Sequential", "TrainConfig", "Trainer", "create_model", "evaluate", "layers", "list_models", "load_checkpoint",
-    "load_model_file", "model_info", "predict", "summary", "train", "__version__",
+    "load_model_file", "model_info", "predict", "resolve_model", "summary", "train", "__version__",
 ]

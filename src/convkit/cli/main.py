@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments every verb that builds a model shares: a zoo name or a model file, and its head."""
-    p.add_argument("model", help="a zoo name (see `convkit models`) or a model file (.yaml)")
+    p.add_argument("model", help="a zoo name (see `convkit models`), a model file (.yaml), a run folder or a "
+                   ".safetensors checkpoint")
     p.add_argument("--num-classes", type=int, help="classes of the classifier (default: the model's)")
     p.add_argument("--in-channels", type=int, help="input channels, e.g. 1 for grayscale (default: the model's)")
 
@@ -102,24 +103,16 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = None, meta: bool = True):
-    """Build the model named by ``args.model`` (zoo name or model file); returns ``(model, input_shape)``."""
+    """The model that ``args.model`` names (zoo name, model file, run folder or checkpoint), through the one
+    resolver (`convkit.models.resolve_model`); returns ``(model, input_shape)`` (the model's own by default)."""
     from convkit.layers.shapes import ShapeError
-    from convkit.models import ModelFileError, UnknownModelError, create_meta_model, create_model, model_info
+    from convkit.models import CheckpointError, ModelFileError, UnknownModelError, resolve_model
 
     try:
-        if str(args.model).lower().endswith((".yaml", ".yml")):
-            model = create_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
-            default = model.input_shape
-        else:
-            info = model_info(args.model)
-            default = info.input_size
-            if args.in_channels:
-                default = (args.in_channels, *default[1:])
-            build = create_meta_model if meta else create_model
-            model = build(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
-    except (UnknownModelError, ModelFileError, ShapeError, FileNotFoundError) as err:
+        model = resolve_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels, meta=meta)
+    except (UnknownModelError, ModelFileError, ShapeError, CheckpointError, FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
-    return model, tuple(input_shape or default)
+    return model, tuple(input_shape or model.model_cfg.input_shape or (3, 224, 224))
 
 
 def cmd_models(args: argparse.Namespace) -> int:

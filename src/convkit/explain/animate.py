@@ -735,22 +735,6 @@ class UnknownLayerError(KeyError):
         return str(self.args[0])
 
 
-def _resolve_model(model, model_kwargs: dict) -> tuple[nn.Module, str, tuple[int, ...] | None]:
-    if isinstance(model, nn.Module):
-        return model, getattr(model, "model_name", None) or type(model).__name__, None
-    from convkit.models import create_meta_model, model_info
-
-    path = Path(model)
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        module = create_meta_model(path, **model_kwargs)
-        return module, path.stem, getattr(module, "input_shape", None)
-    info = model_info(str(model))
-    size = tuple(info.input_size)
-    if model_kwargs.get("in_channels"):
-        size = (int(model_kwargs["in_channels"]), *size[1:])
-    return create_meta_model(info.name, **model_kwargs), info.name, size
-
-
 def geometry_from_layer(model: nn.Module | str | os.PathLike, layer_name: str,
                         input_shape: Sequence[int] | None = None, **model_kwargs) -> ConvGeometry:
     """The geometry of one convolution of a model, at the input size it sees.
@@ -781,8 +765,11 @@ def geometry_from_layer(model: nn.Module | str | os.PathLike, layer_name: str,
         'resnet18 conv1: convolution: input 224x224, kernel 7x7, stride 2, padding 3, dilation 1 → output 112x112'
     """
     from convkit.inspect import summary
+    from convkit.models.reference import model_cfg, resolve_model
 
-    module, name, default = _resolve_model(model, model_kwargs)
+    module = model if isinstance(model, nn.Module) else resolve_model(model, meta=True, **model_kwargs)
+    cfg = model_cfg(module)
+    name, default = cfg.name, cfg.input_shape
     if input_shape is not None and len(input_shape) == 2:
         channels = (default or (3,))[0]
         first = next((m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))

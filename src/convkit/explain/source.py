@@ -16,13 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convkit.models.reference import UNTRAINED_MEAN, UNTRAINED_STD  # noqa: F401  (0.5/0.5: see there)
+
 __all__ = ["Explainable", "LayerError", "conv_layers", "eval_mode", "find_layer", "load_explainable", "load_image",
            "resolve_layer"]
-
-# Untrained zoo models and bare modules have seen no data, so no statistics are theirs; 0.5/0.5 maps pixels
-# 0..255 onto -1..1, centred like a trained model's input, and claims no dataset (ImageNet's would).
-UNTRAINED_MEAN = 0.5
-UNTRAINED_STD = 0.5
 
 
 class LayerError(ValueError):
@@ -107,32 +104,12 @@ class Explainable:
             return int(self.model(self.normalize(torch.zeros(1, *self.input_shape))).shape[1])
 
 
-def _wrap_module(model: nn.Module, input_shape, name: str) -> Explainable:
-    shape = input_shape or getattr(model, "input_shape", None)
-    if shape is None:
-        raise ValueError(f"source: cannot tell the input shape of {type(model).__name__}; pass input_shape=(C, H, W)")
-    shape = tuple(int(s) for s in shape)
-    if getattr(model, "input_shape", ...) is None and hasattr(model, "build"):
-        model.build(shape)  # an unbuilt convkit.Sequential: its lazy layers need the shape
-    c = shape[0]
-    return Explainable(model.eval(), None, shape, torch.full((c,), UNTRAINED_MEAN), torch.full((c,), UNTRAINED_STD),
-                       None, name)
-
-
-def _from_checkpoint(path: Path, input_shape) -> Explainable:
-    from convkit.train import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    spec = ckpt.meta.get("model", {})
-    run_dir = ckpt.path.parent if (ckpt.path.parent / "config.yaml").is_file() else None
-    name = spec.get("name") or Path(spec.get("path") or ckpt.path.stem).stem
-    shape = tuple(int(s) for s in (input_shape or ckpt.input_shape))
-    return Explainable(ckpt.model.eval(), ckpt.classes, shape, ckpt.mean, ckpt.std, run_dir, str(name))
-
-
 def load_explainable(source, *, num_classes: int | None = None, in_channels: int | None = None,
                      input_shape: tuple[int, int, int] | None = None) -> Explainable:
     """Whatever names a model -> an `Explainable` (model in eval mode, normalisation, input shape, classes).
+
+    The model comes from `convkit.models.resolve_model` (the one resolver of model references); the
+    `Explainable` reads its `ModelCfg`.
 
     Args:
         source: a run folder or a .safetensors checkpoint (trained weights, classes and normalisation), a zoo
@@ -150,44 +127,29 @@ def load_explainable(source, *, num_classes: int | None = None, in_channels: int
         FileNotFoundError: a path that does not exist, or a folder without checkpoints.
         CheckpointError: a file that is not a convkit safetensors checkpoint (never unpickled).
         ModelFileError: a malformed model file.
-        ValueError: num_classes/in_channels given for a trained checkpoint or a module.
+        ValueError: num_classes/in_channels given for a trained checkpoint or a module; a module whose input
+            shape nothing says.
         TypeError: a source of another type.
 
     Example:
         >>> ex = load_explainable("resnet18", num_classes=10, input_shape=(3, 64, 64))
-        >>> ex.input_shape, ex.classes     # ((3, 64, 64), None)
+        >>> ex.input_shape, ex.classes
+        ((3, 64, 64), None)
     """
-    if isinstance(source, nn.Module):
-        if num_classes is not None or in_channels is not None:
-            raise ValueError("source: num_classes and in_channels build zoo models; this module is already built")
-        return _wrap_module(source, input_shape, getattr(source, "model_name", type(source).__name__.lower()))
-    if not isinstance(source, str | os.PathLike):
-        raise TypeError("source must be a run folder, a .safetensors checkpoint, a zoo name, a model file (.yaml) or "
-                        f"an nn.Module, got {type(source).__name__}")
-    path = Path(source)
-    suffix = path.suffix.lower()
-    if suffix in {".yaml", ".yml"}:
-        from convkit.models import load_model_file
+    from convkit.models.reference import resolve_model
 
-        return _wrap_module(load_model_file(path, num_classes=num_classes, in_channels=in_channels), input_shape,
-                            path.stem)
-    if path.is_dir() or path.is_file() or suffix == ".safetensors":
-        if num_classes is not None or in_channels is not None:
-            raise ValueError(f"source {str(path)!r}: a trained checkpoint fixes its classes and input channels; "
-                             "drop num_classes/in_channels")
-        return _from_checkpoint(path, input_shape)
-    if os.sep in str(source) or "/" in str(source):
-        raise FileNotFoundError(f"source {str(source)!r}: no such run folder, checkpoint or model file")
-    return _from_zoo(str(source), num_classes, in_channels, input_shape)
-
-
-def _from_zoo(name: str, num_classes, in_channels, input_shape) -> Explainable:
-    from convkit.models import create_model, model_info
-
-    info = model_info(name)  # UnknownModelError with close names
-    model = create_model(info.name, num_classes=num_classes, in_channels=in_channels)
-    shape = input_shape or ((in_channels or info.input_size[0]), *info.input_size[1:])
-    return _wrap_module(model, shape, info.name)
+    try:
+        model = resolve_model(source, num_classes=num_classes, in_channels=in_channels, input_shape=input_shape)
+    except (TypeError, ValueError) as err:
+        if type(err) not in (TypeError, ValueError):
+            raise  # a named convkit error (ModelFileError, CheckpointError...) says what it is itself
+        raise type(err)(f"source: {err}") from None
+    cfg = model.model_cfg
+    if cfg.input_shape is None:
+        raise ValueError(f"source: cannot tell the input shape of {type(model).__name__}; pass input_shape=(C, H, W)")
+    mean, std = cfg.mean_std()
+    return Explainable(model.eval(), cfg.classes if cfg.trained else None, cfg.input_shape, mean, std, cfg.run_dir,
+                       cfg.name)
 
 
 def load_image(path: str | os.PathLike, input_shape: tuple[int, int, int]) -> torch.Tensor:

@@ -42,7 +42,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from convkit.inspect.fastmeta import FastMetaMode
 from convkit.inspect.memory import (
     bytes_per_element,
     dense_equivalent,
@@ -350,53 +349,26 @@ def _last_feature_map(trace: Trace):
     return best
 
 
-def _default_input_size(model: nn.Module) -> tuple[int, ...]:
-    shape = getattr(model, "input_shape", None)
-    if isinstance(shape, Sequence) and len(shape) >= 1 and not isinstance(shape, str):
-        return tuple(int(s) for s in shape)
-    size: tuple[int, ...] = (3, 224, 224)
-    name = getattr(model, "model_name", None)
-    if isinstance(name, str):
-        try:
-            from convkit.models import model_info
+def _resolve(model: Any, model_kwargs: dict) -> tuple[nn.Module, str, tuple[int, ...]]:
+    """A module for ``model`` (a module itself, unchanged; any other reference built on the meta device by
+    `convkit.models.resolve_model`), its name and its own input size (read from its `ModelCfg`)."""
+    from convkit.models.reference import model_cfg, resolve_model
 
-            size = tuple(model_info(name).input_size)
-        except (KeyError, ImportError):
-            pass
-    # a zoo model built with in_channels=1 still says 3 in its ModelInfo: ask the first convolution
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels), None)
-    if first is not None and len(size) == 3:
-        size = (first.in_channels, *size[1:])
-    return size
-
-
-def _resolve(model: Any, model_kwargs: dict) -> tuple[nn.Module, str, tuple[int, ...] | None]:
-    """A module for ``model``: itself, or a zoo model / model file built on the meta device."""
     if isinstance(model, nn.Module):
         if model_kwargs:
             raise TypeError(f"model keyword arguments {sorted(model_kwargs)} only apply to a zoo name or a model file")
-        name = getattr(model, "model_name", None) or type(model).__name__
-        return model, str(name), None
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(f"model must be an nn.Module, a zoo name or a model file path, got {type(model).__name__}")
-    from convkit.models import create_model, model_info
-
-    path = Path(model)
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        try:
-            # building on meta with initialisers answered by FastMetaMode: no memory, no random numbers
-            with torch.device("meta"), FastMetaMode():
-                module = create_model(path, **model_kwargs)
-        except Exception:  # a model file whose layers need real tensors at build time
-            module = create_model(path, **model_kwargs)
-        return module, path.stem, None
-    info = model_info(str(model))
-    with torch.device("meta"), FastMetaMode():
-        module = create_model(info.name, **model_kwargs)
-    size = tuple(info.input_size)
-    if model_kwargs.get("in_channels"):
-        size = (int(model_kwargs["in_channels"]), *size[1:])
-    return module, info.name, size
+        module = model
+    elif isinstance(model, (str, os.PathLike)):
+        module = resolve_model(model, meta=True, **model_kwargs)
+    else:
+        raise TypeError(f"model must be an nn.Module, a zoo name, a model file, a run folder or a checkpoint, got "
+                        f"{type(model).__name__}")
+    cfg = model_cfg(module)
+    size = cfg.input_shape
+    if size is None:  # a module that says nothing: ImageNet's size, with its first convolution's channels
+        first = next((m for m in module.modules() if isinstance(m, nn.Conv2d) and m.in_channels), None)
+        size = (first.in_channels if first is not None else 3, 224, 224)
+    return module, cfg.name, tuple(size)
 
 
 def summary(
@@ -456,7 +428,7 @@ def summary(
     dtype = parse_dtype(dtype)
     module, name, default_size = _resolve(model, model_kwargs)
     if input_size is None:
-        input_size = default_size or _default_input_size(module)
+        input_size = default_size
     input_size = tuple(int(s) for s in input_size)
     if not input_size or min(input_size) < 1:
         raise ValueError(f"input_size must be positive ints per sample, e.g. (3, 224, 224), got {input_size}")

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
 __all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info", "UnknownModelError"]
@@ -133,10 +132,14 @@ def model_info(name: str) -> ModelInfo:
 def create_model(
     name: str | Path, num_classes: int | None = None, in_channels: int | None = None, **kwargs
 ) -> nn.Module:
-    """Build a zoo model by name, or a model from a YAML model file.
+    """Build a zoo model by name, or a model from a YAML model file (or load a run's trained model).
+
+    The same as `convkit.models.resolve_model` (the one resolver of model references): the model carries its
+    configuration as ``model.model_cfg``.
 
     Args:
-        name: a zoo name (see :func:`list_models`) or the path of a model file (``.yaml``/``.yml``).
+        name: a zoo name (see :func:`list_models`) or the path of a model file (``.yaml``/``.yml``); a run
+            folder or a ``.safetensors`` checkpoint gives the trained model.
         num_classes: classes of the classifier head; the model's default when ``None``.
         in_channels: image channels (1 for grayscale, 3 for RGB); the model's default when ``None``.
         **kwargs: passed to the family's builder (e.g. ``batch_norm=True``, ``dropout=0.2``).
@@ -151,17 +154,19 @@ def create_model(
     >>> model(torch.zeros(1, 3, 224, 224)).shape
     torch.Size([1, 10])
     """
-    path = Path(name)
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        from convkit.models.modelfile import load_model_file
+    from convkit.models.reference import resolve_model
 
-        return load_model_file(path, num_classes=num_classes, in_channels=in_channels, **kwargs)
+    return resolve_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def build_zoo_model(name: str, **kwargs) -> nn.Module:
+    """Calls the registered builder of zoo model `name` (no resolution of files or runs: see `create_model`).
+
+    Raises:
+        UnknownModelError: no such model; the message suggests the closest names.
+    """
     info = model_info(str(name))
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    if in_channels is not None:
-        kwargs["in_channels"] = in_channels
-    model = info.builder(**kwargs)
+    model = info.builder(**{k: v for k, v in kwargs.items() if v is not None})
     model.model_name = info.name
     return model
 
@@ -190,6 +195,11 @@ def _skip_initialisation():
 
 
 def create_meta_model(name: str | Path, **kwargs) -> nn.Module:
-    """Build a model on the meta device: every shape is real, no memory is allocated, nothing is initialised."""
-    with torch.device("meta"), _skip_initialisation():
-        return create_model(name, **kwargs)
+    """Build a model on the meta device: every shape is real, no memory is allocated, nothing is initialised.
+
+    >>> create_meta_model("vgg16").classifier[0].weight.device
+    device(type='meta')
+    """
+    from convkit.models.reference import resolve_model
+
+    return resolve_model(name, meta=True, **kwargs)

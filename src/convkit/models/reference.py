@@ -150,15 +150,14 @@ def build_from_spec(spec: dict, meta: bool = False) -> nn.Module:
     >>> build_from_spec({"kind": "zoo", "name": "lenet5", "num_classes": 3, "in_channels": 1}).num_classes
     3
     """
-    from convkit.models._registry import create_meta_model, create_model
+    from convkit.models._registry import build_zoo_model
     from convkit.models.modelfile import parse_model_file
 
     kind = spec.get("kind") if isinstance(spec, dict) else None
     with _meta_building() if meta else contextlib.nullcontext():
         if kind == "zoo":
-            build = create_meta_model if meta else create_model
-            return build(spec["name"], num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"),
-                         **spec.get("kwargs", {}))
+            return build_zoo_model(spec["name"], num_classes=spec.get("num_classes"),
+                                   in_channels=spec.get("in_channels"), **spec.get("kwargs", {}))
         if kind == "file":
             return parse_model_file(spec["text"], spec.get("path", "<checkpoint>"),
                                     num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"))
@@ -288,10 +287,11 @@ def _shape(shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def _from_zoo(name: str, given: dict, input_shape, meta: bool, device) -> nn.Module:
-    from convkit.models._registry import create_meta_model, create_model, model_info
+    from convkit.models._registry import build_zoo_model, model_info
 
     info = model_info(name)  # UnknownModelError with close names
-    module = (create_meta_model if meta else create_model)(info.name, **given)
+    with _meta_building() if meta else contextlib.nullcontext():
+        module = build_zoo_model(info.name, **given)
     default = (int(given.get("in_channels") or info.input_size[0]), *info.input_size[1:])
     kwargs = {k: v for k, v in given.items() if k not in ("num_classes", "in_channels")}
     spec = model_spec(info.name, given.get("num_classes"), given.get("in_channels"), **kwargs)
@@ -302,19 +302,19 @@ def _from_zoo(name: str, given: dict, input_shape, meta: bool, device) -> nn.Mod
 
 
 def _from_file(path: Path, given: dict, input_shape, meta: bool, device) -> nn.Module:
-    from convkit.models._registry import create_model
+    from convkit.models.modelfile import load_model_file
 
     module = None
     if meta:
         try:
             with _meta_building():
-                module = create_model(path, **given)
+                module = load_model_file(path, **given)
         except (FileNotFoundError, ValueError):
             raise
         except Exception:  # a model file whose layers need real tensors at build time
             module = None
     if module is None:
-        module = create_model(path, **given)
+        module = load_model_file(path, **given)
     kwargs = {k: v for k, v in given.items() if k not in ("num_classes", "in_channels")}
     spec = model_spec(path, given.get("num_classes"), given.get("in_channels"), **kwargs)
     shape = input_shape or getattr(module, "input_shape", None)

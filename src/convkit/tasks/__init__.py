@@ -1,1 +1,14 @@
-"""convkit.tasks"""
+"""Tasks: what the training engine trains models for. Each registers itself by name with
+`convkit.train.task.register_task`; `TrainConfig.task` (``convkit train --task``) picks one.
+
+Classification is the first; detection and segmentation plug in the same way (see the README's Layout).
+
+>>> from convkit.tasks import list_tasks
+>>> list_tasks()
+['classification']
+"""
+
+from convkit.tasks.classification import ClassificationTask
+from convkit.train.task import Task, get_task, list_tasks, register_task
+
+__all__ = ["ClassificationTask", "Task", "get_task", "list_tasks", "register_task"]

@@ -1,27 +1,38 @@
-"""convkit.train: training, evaluation and prediction, from Python as from the `convkit` command.
+"""convkit.train: the training engine, from Python as from the `convkit` command.
 
->>> from convkit.train import train, Trainer, load_checkpoint, evaluate, predict
->>> result = train(epochs=3)                          # fastcnn on the shipped Fashion-MNIST subset
->>> ckpt = load_checkpoint(result.run_dir)            # best.safetensors, rebuilt without unpickling
->>> print(evaluate(ckpt, load_dataset("default", "test")))
->>> predict(ckpt, ["shoe.png"], top=3)
+The engine (`Trainer`, `train`) runs any task (`convkit.train.task.Task`); classification's evaluation and
+prediction live in `convkit.tasks.classification` and are importable from here as before.
+
+>>> from convkit.train import TrainConfig, Trainer, train
+>>> TrainConfig().task
+'classification'
 """
 
-from convkit.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_header
+from convkit.models.reference import Checkpoint, load_checkpoint
+from convkit.models.weights import CheckpointError, read_header
 from convkit.train.config import TrainConfig
-from convkit.train.evaluate import (
-    EvalResult,
-    classification_metrics,
-    evaluate,
-    predict_dataset,
-    predict_logits,
-)
 from convkit.train.lr_finder import LRFinderResult, lr_sweep, suggest_lr
-from convkit.train.predict import Prediction, predict
-from convkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, train
+from convkit.train.settings import torch_settings
+from convkit.train.task import Task, get_task, list_tasks, register_task
+from convkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, load_test_data, train
+
+# Classification's evaluation and prediction, from the task above the engine (imported on first use, so the
+# engine itself never imports a task).
+_FROM_CLASSIFICATION = {"EvalResult", "Prediction", "classification_metrics", "evaluate", "predict",
+                        "predict_dataset", "predict_logits"}
+
+
+def __getattr__(name: str):
+    if name in _FROM_CLASSIFICATION:
+        import convkit.tasks.classification as classification
+
+        return getattr(classification, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "EvalResult", "LRFinderResult", "NonFiniteLossError", "Prediction",
-    "TrainConfig", "TrainResult", "Trainer", "classification_metrics", "evaluate", "load_checkpoint",
-    "lr_sweep", "predict", "predict_dataset", "predict_logits", "read_header", "suggest_lr", "train",
+    "Checkpoint", "CheckpointError", "EvalResult", "LRFinderResult", "NonFiniteLossError", "Prediction", "Task",
+    "TrainConfig", "TrainResult", "Trainer", "classification_metrics", "evaluate", "get_task", "list_tasks",
+    "load_checkpoint", "load_test_data", "lr_sweep", "predict", "predict_dataset", "predict_logits", "read_header",
+    "register_task", "suggest_lr", "torch_settings", "train",
 ]

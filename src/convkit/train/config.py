@@ -30,6 +30,7 @@ class TrainConfig:
     92% after three.
 
     Args:
+        task: what the model is trained for (`convkit.train.list_tasks()`): "classification".
         model: a zoo name (`convkit models`) or a model file (.yaml).
         model_kwargs: extra arguments of the zoo builder, e.g. {"widths": [16, 32, 64]}.
         data: a dataset name or path (see `convkit.data.load_dataset`); "default" is the shipped subset.
@@ -87,6 +88,7 @@ class TrainConfig:
         True
     """
 
+    task: str = "classification"
     model: str = "fastcnn"
     model_kwargs: dict = field(default_factory=dict)
     data: str = "default"

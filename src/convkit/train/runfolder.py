@@ -48,13 +48,14 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str) -> Pa
     raise FileExistsError(f"{runs_dir}: could not find a free run name for {stem}")
 
 
-def write_metrics(path: str | os.PathLike, history: Sequence[dict]) -> Path:
-    """metrics.csv: one row per epoch (columns METRIC_FIELDS), rewritten whole from the history.
+def write_metrics(path: str | os.PathLike, history: Sequence[dict], fields: Sequence[str] = METRIC_FIELDS) -> Path:
+    """metrics.csv: one row per epoch (columns `fields`: the task's, METRIC_FIELDS for classification),
+    rewritten whole from the history.
 
     Rewriting from the checkpoint's history (rather than appending) keeps the file right after a resume.
     """
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

@@ -1,8 +1,10 @@
-"""The training loop: `Trainer(config).fit()` or `train(...)`, the same as `convkit train` does.
+"""The training engine: `Trainer(config).fit()` or `train(...)`, the same as `convkit train` does.
 
-One step, in full (`Trainer._step`): augment the uint8 batch on the device, normalise it, forward under
-autocast, (mixed) cross-entropy with label smoothing, backward through the gradient scaler, optional
-gradient clipping, optimizer step, scheduler step, EMA update. The dataset lives on the device as one
+The engine knows nothing about classification: a `Task` (`convkit.train.task`, chosen by `config.task`)
+supplies how samples are read and batches augmented, the loss, the metrics, the pictures and what a checkpoint
+records; `convkit.tasks.classification` is the first. One step, in full (`Trainer._step`): the task augments
+the uint8 batch on the device, the engine normalises it and runs the forward under autocast, the task's loss,
+backward through the gradient scaler, optional gradient clipping, optimizer step, scheduler step, EMA update. The dataset lives on the device as one
 uint8 tensor and batches come from the data package's seeded per-epoch permutation, so a batch costs no
 Python per image and the position in the data order is one integer, saved with every checkpoint. A set too
 large for memory (or any image folder with `stream=True`) is decoded from disk by DataLoader workers in the
@@ -30,28 +32,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from convkit.data import (
-    MEMORY_BUDGET,
-    Augmenter,
-    ImageFileDataset,
-    ImageTensorDataset,
-    check_labels,
-    load_dataset,
-    mixed_cross_entropy,
-)
+from convkit.data import MEMORY_BUDGET, ImageFileDataset, ImageTensorDataset, load_dataset
 from convkit.data.errors import DatasetNotFoundError
 from convkit.inspect.memory import format_bytes
+from convkit.models.reference import ModelCfg, model_spec, resolve_model
+from convkit.models.weights import CheckpointError, load_state, save_state, save_tensors
 from convkit.train import distributed as D
-from convkit.train.checkpoint import CheckpointError, load_state, save_state, save_tensors
 from convkit.train.config import TrainConfig
-from convkit.train.evaluate import classification_metrics, predict_dataset
 from convkit.train.lr_finder import LRFinderResult, lr_sweep
-from convkit.train.runfolder import new_run_dir, plot_confusion, plot_curves, write_metrics
+from convkit.train.runfolder import new_run_dir, write_metrics
 from convkit.train.schedule import WeightEMA, build_optimizer, build_scheduler
+from convkit.train.settings import flush_denormals, torch_settings
+from convkit.train.task import Task, get_task
 
 # Options that may differ when a run is resumed: they change what is printed or how fast, not what is computed.
 RESUMABLE_OVERRIDES = ("quiet", "log_every", "workers")
@@ -73,7 +68,8 @@ class TrainResult:
         stopped: "completed", "early_stopping" or "interrupted" (SIGINT/SIGTERM; resume with --resume).
         model: the evaluated model (the EMA if on), in eval mode.
         signal: the signal that interrupted the run, if any.
-        classes, confusion: class names and the best epoch's test confusion matrix (row = true class).
+        classes, confusion: class names and the best epoch's test confusion matrix (row = true class), for
+            classification; `extra` is the best epoch's task-specific result in general.
     """
 
     run_dir: Path | None
@@ -84,6 +80,7 @@ class TrainResult:
     signal: int | None = None
     classes: list[str] | None = None
     confusion: list | None = None
+    extra: object = None
 
     @property
     def test_accuracy(self) -> float:
@@ -101,17 +98,6 @@ def _resolve_config(config, overrides) -> TrainConfig:
     return config.replace(**overrides) if overrides else config
 
 
-def flush_denormals(on: bool) -> None:
-    """Treats subnormal floats as zero on the CPU while training (PyTorch's default is off).
-
-    Adam's second moments and the gradients of a converging network fill with subnormal numbers (below
-    1e-38), and some CPUs compute on those through slow microcode: on the AMD EPYC of our CI machines a
-    fastcnn step ran 2 to 5 times slower without this. Training loses nothing at that scale, and runs stay
-    bit-for-bit repeatable (the same numbers are flushed every time).
-    """
-    torch.set_flush_denormal(on)
-
-
 def _resume_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     file = path / "resume.safetensors" if path.is_dir() else path
@@ -121,7 +107,7 @@ def _resume_file(path: str | os.PathLike) -> Path:
     return file
 
 
-def _load_split(name: str, split: str, data_dir, stream: bool | None = None) -> Dataset:
+def load_split(name: str, split: str, data_dir, stream: bool | None = None) -> Dataset:
     """A split in memory, or streamed from its files (config.stream: None beyond the budget, True always)."""
     ds = load_dataset(name, split, data_dir, progress=False, memory_budget=0 if stream else MEMORY_BUDGET)
     if stream is False and isinstance(ds, ImageFileDataset):
@@ -152,7 +138,7 @@ def load_test_data(config: TrainConfig, train: Dataset | None = None) -> tuple[D
         DatasetNotFoundError: no such data.
     """
     def load(name, split):
-        return _load_split(name, split, config.data_dir, config.stream)
+        return load_split(name, split, config.data_dir, config.stream)
 
     name = config.test_data or config.data
     try:
@@ -170,26 +156,19 @@ def load_test_data(config: TrainConfig, train: Dataset | None = None) -> tuple[D
     return train, test, what
 
 
-def _model_spec(config: TrainConfig, model: nn.Module | None, num_classes: int, in_channels: int) -> dict:
-    base = {"num_classes": num_classes, "in_channels": in_channels}
-    if model is not None:
-        return {**base, "kind": "python", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
-    if str(config.model).lower().endswith((".yaml", ".yml")):
-        path = Path(config.model)
-        return {**base, "kind": "file", "path": str(path), "text": path.read_text(encoding="utf-8")}
-    return {**base, "kind": "zoo", "name": config.model, "kwargs": config.model_kwargs}
-
-
 class Trainer:
-    """Trains a classifier as `convkit train` does: run folder, checkpoints, exact resume, DDP under torchrun.
+    """Trains a model as `convkit train` does: run folder, checkpoints, exact resume, DDP under torchrun.
+
+    The engine: everything task-specific comes from `config.task` (see `convkit.train.task.Task`).
 
     Args:
         config: a `TrainConfig`, a dict of its fields, a YAML file, or None for the defaults.
-        model: a model built in Python (else `config.model` is built from the zoo or a model file).
+        model: a model built in Python (else `config.model` is resolved: a zoo name or a model file).
         train_data, test_data: `ImageTensorDataset`s, or `ImageFileDataset`s to stream (else loaded from
             `config.data`).
         resume: a run folder (or its resume.safetensors) to continue; the config then comes from it.
-        **overrides: config fields, e.g. `epochs=10` (on resume only quiet and log_every).
+        task: a `Task` instance to use instead of the one `config.task` names.
+        **overrides: config fields, e.g. `epochs=10` (on resume only quiet, log_every and workers).
 
     Raises:
         LabelError: a label outside the class range, naming the file (before any training).
@@ -203,73 +182,91 @@ class Trainer:
 
     def __init__(self, config: TrainConfig | dict | str | None = None, *, model: nn.Module | None = None,
                  train_data: Dataset | None = None, test_data: Dataset | None = None,
-                 resume: str | os.PathLike | None = None, **overrides):
+                 resume: str | os.PathLike | None = None, task: Task | None = None, **overrides):
         started = time.perf_counter()
         if isinstance(model, str):  # Trainer(model="resnet20"): a name for the config, not a module
             overrides["model"], model = model, None
-        state = meta = None
         self.run_dir: Path | None = None
-        if resume is not None:
-            file = _resume_file(resume)
-            state, meta = load_state(file)
-            bad = set(overrides) - set(RESUMABLE_OVERRIDES)
-            if bad or config is not None:
-                raise ValueError(f"a resumed run keeps its config; only {', '.join(RESUMABLE_OVERRIDES)} may "
-                                 f"change (got {', '.join(sorted(bad)) or 'a config'})")
-            config = TrainConfig.from_dict({**meta["config"], **overrides})
-            self.run_dir = file.parent
-        else:
-            config = _resolve_config(config, overrides)
-        self.config = cfg = config
+        state, meta = self._config(config, resume, overrides)
+        self.task = get_task(task or self.config.task)
+        self._place(meta)
+        self._data(train_data, test_data, model, meta)
+        self._model(model)
+        self._training_parts()
+        self._progress(state)
+        self.setup_s = time.perf_counter() - started
+
+    # --- set-up: a few named steps ----------------------------------------------------------------------------
+
+    def _config(self, config, resume, overrides) -> tuple[dict | None, dict | None]:
+        """The run's config: given (with overrides), or the resumed run's own; returns the resume state."""
+        if resume is None:
+            self.config = _resolve_config(config, overrides)
+            return None, None
+        file = _resume_file(resume)
+        state, meta = load_state(file)
+        bad = set(overrides) - set(RESUMABLE_OVERRIDES)
+        if bad or config is not None:
+            raise ValueError(f"a resumed run keeps its config; only {', '.join(RESUMABLE_OVERRIDES)} may "
+                             f"change (got {', '.join(sorted(bad)) or 'a config'})")
+        self.config = TrainConfig.from_dict({**meta["config"], **overrides})
+        self.run_dir = file.parent
+        return state, meta
+
+    def _place(self, meta: dict | None) -> None:
+        """Device, processes (DDP under torchrun), threads, determinism and precision."""
+        cfg = self.config
         self.dist, self.device = D.init_distributed(cfg.device)
-        threads = cfg.threads or (meta or {}).get("threads")
-        if threads:
-            torch.set_num_threads(int(threads))
+        self.threads = cfg.threads or (meta or {}).get("threads")
         self.deterministic = self.device.type == "cpu" if cfg.deterministic is None else cfg.deterministic
-
-        # Data: the training set's statistics normalise both sets; labels are checked before any training.
-        self.train_data, self.test_data = self._load_data(train_data, test_data)
-        classes = self.train_data.classes
-        num_classes = int(getattr(model, "num_classes", None) or len(classes))
-        if num_classes < len(classes):
-            raise ValueError(f"the model predicts {num_classes} classes, the data has {len(classes)}")
-        check_labels(self.train_data.labels.cpu(), num_classes,
-                     self.train_data.sample_sources or self.train_data.source)
-        check_labels(self.test_data.labels.cpu(), num_classes, self.test_data.sample_sources or self.test_data.source)
-        self.classes = list(classes)
-        self.input_shape = tuple(self.train_data.image_shape)
-        if meta is not None:
-            self.mean, self.std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
-        else:
-            self.mean, self.std = self.train_data.mean.clone(), self.train_data.std.clone()
-        self.train_data, self.test_data = self._to_device(self.train_data), self._to_device(self.test_data)
-        self._scale = (1 / (255 * self.std)).to(self.device).view(1, -1, 1, 1)
-        self._shift = (-self.mean / self.std).to(self.device).view(1, -1, 1, 1)
-
-        # Model: seeded, so a run's initial weights depend on its seed alone.
-        self._seed_everything(cfg.seed)
-        self.spec = _model_spec(cfg, model, num_classes, self.input_shape[0])
-        if model is None:
-            from convkit.train.checkpoint import build_from_spec
-
-            model = build_from_spec(self.spec)
-        self.model = model.to(self.device)
-        if cfg.channels_last is not False:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
-        self._build_optimizer()
-        self.ema = None
-        if cfg.ema:
-            self.ema = WeightEMA(self.model, cfg.ema)
-        self.augmenter = Augmenter(cfg.augment_config(), seed=cfg.seed)
-        self.mixing = cfg.augment_config().mixup > 0 or cfg.augment_config().cutmix > 0
-        self.tta = cfg.augment_config().horizontal_flip if cfg.tta is None else cfg.tta
         precision = cfg.precision
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
         self.precision = precision
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+
+    def _data(self, train_data, test_data, model: nn.Module | None, meta: dict | None) -> None:
+        """The task reads both sets and checks them; the training set's statistics normalise both."""
+        with torch_settings(threads=self.threads, flush_denormal=False):
+            train, test = self.task.load_data(self.config, train_data, test_data, log=self._print)
+            self.task.setup(train, test, model, meta)
+        self.input_shape = tuple(train.image_shape)
+        if meta is not None:
+            self.mean, self.std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+        else:
+            self.mean, self.std = train.mean.clone(), train.std.clone()
+        self.train_data, self.test_data = self._to_device(train), self._to_device(test)
+        self._scale = (1 / (255 * self.std)).to(self.device).view(1, -1, 1, 1)
+        self._shift = (-self.mean / self.std).to(self.device).view(1, -1, 1, 1)
+
+    def _model(self, model: nn.Module | None) -> None:
+        """Builds (seeded, so a run's initial weights depend on its seed alone) or takes the model; the model then
+        carries its run's configuration (task, classes, normalisation, input shape, spec) as ``model_cfg``."""
+        cfg = self.config
+        self._seed_everything(cfg.seed)
+        args = self.task.model_args(self.train_data)
+        if model is None:
+            model = resolve_model(cfg.model, **args, **cfg.model_kwargs)
+            self.spec, name = model.model_cfg.spec, model.model_cfg.name
+        else:
+            self.spec = model_spec(model, args.get("num_classes"), args.get("in_channels"))
+            name = getattr(model, "model_name", None) or type(model).__name__
+        model.model_cfg = ModelCfg(name, task=self.task.name, input_shape=self.input_shape,
+                                   num_classes=args.get("num_classes"), classes=self.task.meta().get("classes"),
+                                   mean=tuple(self.mean.tolist()), std=tuple(self.std.tolist()), spec=self.spec,
+                                   source="module")
+        self.model = model.to(self.device)
+        if cfg.channels_last is not False:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _training_parts(self) -> None:
+        """Optimizer and schedule, EMA, the task's augmenter, the gradient scaler, DDP and compile."""
+        cfg = self.config
+        self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
+        self._build_optimizer()
+        self.ema = WeightEMA(self.model, cfg.ema) if cfg.ema else None
+        self.augmenter = self.task.augmenter(cfg)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.forward_model: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -280,40 +277,35 @@ class Trainer:
             backend = cfg.compile if isinstance(cfg.compile, str) else "inductor"
             self.forward_model = torch.compile(self.forward_model, backend=backend)
 
-        # Progress: where the run stands; replaced by the checkpoint's on resume.
+    def _progress(self, state: dict | None) -> None:
+        """Where the run stands: the start, or the resumed checkpoint's place."""
         self.epoch, self.position, self.step = 0, 0, 0
         self.elapsed = 0.0
         self.history: list[dict] = []
         self.best: dict | None = None
-        self.best_confusion: list | None = None
+        self.best_extra = None
         self.bad_epochs = 0
-        self._sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n this epoch
+        # loss * n, n, then the task's sums (e.g. correct predictions) of this epoch
+        self._sums = torch.zeros(2 + len(self.task.train_fields), dtype=torch.float64, device=self.device)
         self._stop_signal: int | None = None
         # Called as fn(trainer, row) after each epoch's evaluation and checkpoint (e.g. to log or time it).
         self.on_epoch_end: list = []
         if state is not None:
             self._load_state(state)
-        self.setup_s = time.perf_counter() - started
 
-    # --- set-up ---------------------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names of a classification run (None for tasks without classes)."""
+        return self.task.meta().get("classes")
 
-    def _load_data(self, train_data, test_data) -> tuple[Dataset, Dataset]:
-        cfg = self.config
-        train = train_data if train_data is not None else _load_split(cfg.data, "train", cfg.data_dir, cfg.stream)
-        if test_data is not None:
-            test = test_data
-            if cfg.test_limit:
-                test = test.subset(range(min(cfg.test_limit, len(test))))
-        else:
-            train, test, what = load_test_data(cfg, train)
-            if "(held-out 10%)" in what:
-                self._print(f"{cfg.data}: no test split; holding out 10% of each class for testing")
-        if cfg.limit:
-            train = train.subset(range(min(cfg.limit, len(train))))
-        if tuple(test.image_shape) != tuple(train.image_shape):
-            raise ValueError(f"test images are {tuple(test.image_shape)}, training images "
-                             f"{tuple(train.image_shape)} (C, H, W); give both the same size")
-        return train, test
+    @property
+    def tta(self) -> bool:
+        return bool(getattr(self.task, "tta", False))
+
+    def _settings(self):
+        """The process-wide torch switches of this run, restored on leaving."""
+        return torch_settings(threads=self.threads, deterministic=self.deterministic,
+                              cudnn_benchmark=self.config.cudnn_benchmark)
 
     def _to_device(self, data: Dataset) -> Dataset:
         if isinstance(data, ImageFileDataset):  # the files stay on disk; workers decode and send batches here
@@ -342,27 +334,23 @@ class Trainer:
 
     # --- one step -------------------------------------------------------------------------------------------
 
-    def _step(self, images: torch.Tensor, labels: torch.Tensor, sweep: bool = False):
-        """Trains one global batch; returns (loss, correct predictions, samples) of this rank, as tensors."""
+    def _step(self, images: torch.Tensor, targets, sweep: bool = False):
+        """Trains one global batch; returns (loss, the task's sums, samples) of this rank, as tensors."""
         cfg = self.config
-        x, ya, yb, lam = self.augmenter(images, labels)
+        x, targets = self.augmenter(images, targets)
         global_n = len(x)
         if self.dist.enabled:  # every rank augments the whole batch (same generator), then takes its slice
-            x, ya, yb, lam = (D.shard(t, self.dist) for t in (x, ya, yb, lam))
+            x, targets = D.shard(x, self.dist), tuple(D.shard(t, self.dist) for t in targets)
         x = x * self._scale + self._shift
         if cfg.channels_last is not False:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            logits = self.forward_model(x)
-        logits = logits.float()
-        if self.mixing:
-            loss = mixed_cross_entropy(logits, ya, yb, lam, cfg.label_smoothing)
-        else:
-            loss = F.cross_entropy(logits, ya, label_smoothing=cfg.label_smoothing)
+            outputs = self.forward_model(x)
+        loss, stats = self.task.loss(outputs, targets)
         # DDP averages gradients over ranks; weighting by the slice's share makes that the global batch's mean
         # even when the batch does not split evenly.
-        scaled = loss * (len(ya) * self.dist.world_size / global_n) if self.dist.enabled else loss
+        scaled = loss * (len(x) * self.dist.world_size / global_n) if self.dist.enabled else loss
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(scaled).backward()
         if cfg.grad_clip:
@@ -374,8 +362,7 @@ class Trainer:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.model)
-        correct = (logits.argmax(1) == ya).sum()
-        return loss.detach(), correct, len(ya)
+        return loss.detach(), stats, len(x)
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -396,33 +383,20 @@ class Trainer:
         elif self.dist.is_main and self.history:
             write_metrics(self.run_dir / "metrics.csv", self.history)  # the checkpoint's history is the truth
         previous = self._install_signals()
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
-        # Deterministic mode also fills every new tensor with NaN to expose reads of uninitialised memory:
-        # about a tenth of a small CNN's step on CPU, and no part of what makes results repeatable.
-        fill = torch.utils.deterministic.fill_uninitialized_memory
-        torch.utils.deterministic.fill_uninitialized_memory = False
-        benchmark = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not self.deterministic
-        flush_denormals(True)
         stopped = "completed"
         try:
-            if self.epoch == 0 and self.position == 0:
-                self._print(self._describe())
-            while self.epoch < cfg.epochs:
-                outcome = self._run_epoch()
-                if outcome == "interrupted":
-                    stopped = outcome
-                    break
-                if cfg.early_stopping and self.bad_epochs >= cfg.early_stopping:
-                    self._print(f"early stopping: no better test accuracy for {self.bad_epochs} epochs")
-                    stopped = "early_stopping"
-                    break
+            with self._settings():
+                if self.epoch == 0 and self.position == 0:
+                    self._print(self._describe())
+                while self.epoch < cfg.epochs:
+                    if self._run_epoch() == "interrupted":
+                        stopped = "interrupted"
+                        break
+                    if cfg.early_stopping and self.bad_epochs >= cfg.early_stopping:
+                        self._print(f"early stopping: no better {self.task.monitor} for {self.bad_epochs} epochs")
+                        stopped = "early_stopping"
+                        break
         finally:
-            torch.use_deterministic_algorithms(deterministic)
-            torch.utils.deterministic.fill_uninitialized_memory = fill
-            torch.backends.cudnn.benchmark = benchmark
-            flush_denormals(False)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if self.dist.is_main and self.history:
@@ -432,8 +406,10 @@ class Trainer:
             self._print(f"stopped by {name} at epoch {self.epoch + 1}, step {self.step}; state saved. "
                         f"Continue with: convkit train --resume {self.run_dir}")
         D.barrier(self.dist)
+        extra = self.best_extra
         return TrainResult(self.run_dir if self.dist.is_main else None, self.history, self.best, stopped,
-                           self.eval_model.eval(), self._stop_signal, self.classes, self.best_confusion)
+                           self.eval_model.eval(), self._stop_signal, self.classes,
+                           extra if self.task.name == "classification" else None, extra)
 
     def _ensure_run_dir(self) -> Path:
         if self.run_dir is None:
@@ -451,12 +427,13 @@ class Trainer:
         started, shown, pending = time.perf_counter(), self.position, []
         first_position, train_s = self.position, 0.0
         self.model.train()
-        for images, labels in batches:
-            loss, correct, count = self._step(images, labels)
+        for images, targets in batches:
+            loss, stats, count = self._step(images, targets)
             pending.append(loss)
             # No tensor made from a Python number here: on a GPU that copy would wait for the queued work.
-            self._sums[:2] += torch.stack([loss.double() * count, correct.double()])
-            self._sums[2] += count
+            self._sums[0] += loss.double() * count
+            self._sums[1] += count
+            self._sums[2:] += stats.double()
             self.step += 1
             self.position = batches.position
             save_now = cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0
@@ -471,8 +448,9 @@ class Trainer:
             pending = []
             bar.update(self.position - shown)
             shown = self.position
-            loss_avg, acc = (self._sums[0] / self._sums[2]).item(), (self._sums[1] / self._sums[2]).item()
-            bar.set_postfix_str(f"loss {loss_avg:.4f} acc {100 * acc:.2f}% lr {self._lr():.3g}", refresh=False)
+            means = (self._sums / self._sums[1]).tolist()
+            shown_stats = "".join(f" {_short(name)} {_fmt(name, v)}" for name, v in zip(self.task.train_fields, means[2:]))
+            bar.set_postfix_str(f"loss {means[0]:.4f}{shown_stats} lr {self._lr():.3g}", refresh=False)
             if stop:
                 self.elapsed += train_s
                 self._save_resume()
@@ -509,22 +487,21 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _end_epoch(self, images_per_s: float) -> None:
-        cfg = self.config
+        cfg, task = self.config, self.task
         sums = D.all_sum(self._sums, self.dist).tolist()
         eval_started = time.perf_counter()
-        metrics = self.evaluate_metrics()
+        metrics, extra = self.evaluate_metrics()
         self.elapsed += time.perf_counter() - eval_started
-        row = {
-            "epoch": self.epoch + 1, "train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1),
-            "test_loss": metrics["loss"], "test_acc": metrics["top1"], "test_top5": metrics["top5"],
-            "lr": self._lr(), "elapsed_s": self.elapsed,
-        }
+        n = max(sums[1], 1)
+        row = {"epoch": self.epoch + 1, "train_loss": sums[0] / n,
+               **{name: value / n for name, value in zip(task.train_fields, sums[2:])},
+               **metrics, "lr": self._lr(), "elapsed_s": self.elapsed}
         row["epoch_s"] = self.elapsed - (self.history[-1]["elapsed_s"] if self.history else 0.0)
         row["images_per_s"] = images_per_s
         self.history.append(row)
-        improved = self.best is None or row["test_acc"] > self.best["test_acc"]
+        improved = self.best is None or row[task.monitor] > self.best[task.monitor]
         if improved:
-            self.best, self.best_confusion, self.bad_epochs = row, metrics["confusion"].tolist(), 0
+            self.best, self.best_extra, self.bad_epochs = row, extra, 0
         else:
             self.bad_epochs += 1
         self.epoch, self.position = self.epoch + 1, 0
@@ -533,34 +510,40 @@ class Trainer:
             if improved:
                 save_tensors(self.run_dir / "best.safetensors", self.eval_model.state_dict(), self._meta(row))
             self._save_resume()
-            write_metrics(self.run_dir / "metrics.csv", self.history)
+            write_metrics(self.run_dir / "metrics.csv", self.history, self._fields())
         for fn in self.on_epoch_end:
             fn(self, row)
-        self._print(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
-                    f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%"
-                    f"{' (best)' if improved else ''}  {row['epoch_s']:.1f}s  {row['images_per_s']:,.0f} img/s")
+        shown = "  ".join(f"{name.replace('_', ' ')} {_fmt(name, row[name])}"
+                          for name in ("train_loss", *task.train_fields, *task.eval_fields))
+        self._print(f"epoch {row['epoch']}/{cfg.epochs}  {shown}{' (best)' if improved else ''}  "
+                    f"{row['epoch_s']:.1f}s  {row['images_per_s']:,.0f} img/s")
+
+    def _fields(self) -> tuple[str, ...]:
+        """The columns of metrics.csv."""
+        return ("epoch", "train_loss", *self.task.train_fields, *self.task.eval_fields, "lr", "epoch_s",
+                "images_per_s", "elapsed_s")
 
     # --- evaluation -----------------------------------------------------------------------------------------
 
-    def evaluate_metrics(self, dataset: Dataset | None = None) -> dict:
-        """Evaluates the eval model (EMA if on) on the test set or `dataset` (in memory or streamed): see
-        `classification_metrics`."""
+    def evaluate_metrics(self, dataset: Dataset | None = None) -> tuple[dict, object]:
+        """Evaluates the eval model (EMA if on) on the test set or `dataset` (in memory or streamed) with the
+        task's metrics: (the row's evaluation entries, the task's extra result such as a confusion matrix)."""
         data = dataset if dataset is not None else self.test_data
         batch = self.config.eval_batch_size or (2048 if self.device.type == "cuda" else 256)
-        logits = predict_dataset(self.eval_model, data, self.mean, self.std, batch, self.device,
-                                 autocast_dtype=self.autocast_dtype,
-                                 channels_last=self.config.channels_last is not False, tta=self.tta)
+        result = self.task.evaluate(self.eval_model, data, self.mean, self.std, batch_size=batch, device=self.device,
+                                    autocast_dtype=self.autocast_dtype,
+                                    channels_last=self.config.channels_last is not False)
         self.model.train()
-        return classification_metrics(logits, data.labels, len(self.classes))
+        return result
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
     def _meta(self, row: dict | None) -> dict:
         from convkit import __version__
 
-        return {"model": self.spec, "classes": self.classes, "mean": self.mean.tolist(), "std": self.std.tolist(),
-                "input_shape": list(self.input_shape), "epoch": self.epoch, "step": self.step,
-                "metrics": row or {}, "ema": bool(self.ema), "tta": bool(self.tta), "config": self.config.to_dict(),
+        return {"task": self.task.name, "model": self.spec, **self.task.meta(), "mean": self.mean.tolist(),
+                "std": self.std.tolist(), "input_shape": list(self.input_shape), "epoch": self.epoch,
+                "step": self.step, "metrics": row or {}, "ema": bool(self.ema), "config": self.config.to_dict(),
                 "threads": torch.get_num_threads(), "world_size": self.dist.world_size,
                 "convkit_version": __version__}
 
@@ -575,7 +558,7 @@ class Trainer:
             "augmenter": self.augmenter.state_dict(), "rng": rng,
             "progress": {"epoch": self.epoch, "position": self.position, "step": self.step, "elapsed": self.elapsed,
                          "sums": self._sums, "bad_epochs": self.bad_epochs, "best": self.best,
-                         "best_confusion": self.best_confusion},
+                         "best_extra": self.best_extra},
             "history": self.history,
         }
         if self.ema is not None:
@@ -594,7 +577,7 @@ class Trainer:
         p = state["progress"]
         self.epoch, self.position, self.step, self.elapsed = p["epoch"], p["position"], p["step"], p["elapsed"]
         self._sums = p["sums"].to(self.device)
-        self.bad_epochs, self.best, self.best_confusion = p["bad_epochs"], p["best"], p["best_confusion"]
+        self.bad_epochs, self.best, self.best_extra = p["bad_epochs"], p["best"], p.get("best_extra")
         self.history = list(state["history"])
         rng = state["rng"]  # last: building the model and optimizer above must not move the restored streams
         torch.set_rng_state(rng["torch"])
@@ -613,10 +596,7 @@ class Trainer:
 
     def _plots(self) -> None:
         title = f"{Path(self.config.model).stem} on {Path(str(self.config.data)).name}"
-        plot_curves(self.history, self.run_dir / "curves.png", title)
-        if self.best_confusion is not None:
-            plot_confusion(np.asarray(self.best_confusion), self.classes, self.run_dir / "confusion.png",
-                           f"confusion matrix, test set, epoch {self.best['epoch']}")
+        self.task.plots(self.run_dir, self.history, self.best, self.best_extra, title)
 
     # --- signals --------------------------------------------------------------------------------------------
 
@@ -670,14 +650,13 @@ class Trainer:
         def step(lr: float) -> float:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            images, labels = next(data)
-            return float(self._step(images, labels, sweep=True)[0])
+            images, targets = next(data)
+            return float(self._step(images, targets, sweep=True)[0])
 
-        flush_denormals(True)
         try:
-            result = lr_sweep(step, start, end, steps)
+            with self._settings():
+                result = lr_sweep(step, start, end, steps)
         finally:
-            flush_denormals(False)
             self.model.load_state_dict(saved[0])
             self.optimizer.load_state_dict(saved[1])
             self.augmenter.load_state_dict(saved[2])
@@ -701,7 +680,7 @@ class Trainer:
         streamed = (f" (streamed from disk, {self.train_data.workers} workers)"
                     if isinstance(self.train_data, ImageFileDataset) else "")
         return (f"training {cfg.model} ({params:,} parameters) on {cfg.data}{streamed}: {len(self.train_data):,} "
-                f"images {'x'.join(map(str, self.input_shape))}, {len(self.classes)} classes; "
+                f"images {'x'.join(map(str, self.input_shape))}, {self.task.describe()}; "
                 f"test {len(self.test_data):,}; "
                 f"{cfg.epochs} epochs of batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g} {cfg.schedule}; "
                 f"{self.device}{f' x{self.dist.world_size}' if self.dist.enabled else ''}, {self.precision}, "
@@ -747,4 +726,15 @@ def train(config: TrainConfig | dict | str | None = None, *, model: nn.Module | 
     return trainer.fit()
 
 
-__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "train", "CheckpointError"]
+def _short(name: str) -> str:
+    """A progress-bar label: "train_acc" -> "acc"."""
+    return name.split("_", 1)[-1]
+
+
+def _fmt(name: str, value: float) -> str:
+    """Accuracies and other fractions as percentages, losses as plain numbers."""
+    return f"{value:.4f}" if "loss" in name else f"{100 * value:.2f}%"
+
+
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "load_split", "load_test_data", "train",
+           "CheckpointError", "flush_denormals"]

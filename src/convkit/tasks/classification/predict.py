@@ -1,0 +1,105 @@
+"""Prediction on image files: the top classes with their probabilities, one result per file.
+
+Any image mode becomes what the model was trained on (`convkit.data.decode_image`: grayscale, RGBA,
+palette, 16-bit, EXIF-rotated; resized to the training size). A file that cannot be decoded is reported
+by its path and the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from convkit.data.errors import DataFormatError
+from convkit.data.folder import IMAGE_EXTENSIONS, decode_image
+from convkit.models.reference import Checkpoint
+
+
+@dataclass
+class Prediction:
+    """The result for one file: `top` as [(class name, probability), ...] best first, or an `error`."""
+
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "predictions": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+def expand_inputs(inputs: list[str | os.PathLike] | str | os.PathLike) -> list[Path]:
+    """Files as given; folders searched recursively for images (.png .jpg .jpeg .bmp .webp), sorted.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+    """
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return files
+
+
+@torch.no_grad()
+def predict(checkpoint: Checkpoint | str | os.PathLike | torch.nn.Module, inputs, top: int = 5, batch_size: int = 64,
+            device: str | torch.device = "cpu") -> list[Prediction]:
+    """Classifies image files with a trained model.
+
+    Args:
+        checkpoint: a run folder, a .safetensors checkpoint, a `Checkpoint` or a trained module (any reference
+            `convkit.models.resolve_model` takes that has class names).
+        inputs: image files and/or folders (searched recursively).
+        top: how many classes to report per image.
+        batch_size: images per forward pass.
+        device: where to run.
+
+    Returns:
+        One `Prediction` per file, in input order; unreadable files carry `error` (naming the file).
+
+    Raises:
+        CheckpointError: the checkpoint is not a safetensors file (nothing in it is executed).
+        FileNotFoundError: an input path does not exist.
+
+    Example:
+        >>> for p in predict("runs/fastcnn-20250101-120000", ["shoe.jpg", "photos/"], top=3):
+        ...     print(p.path, p.top)
+    """
+    from convkit.tasks.classification.metrics import trained_model
+
+    model = trained_model(checkpoint, device)
+    cfg = model.model_cfg
+    c, h, w = cfg.input_shape
+    classes = cfg.classes
+    results = [Prediction(str(p)) for p in expand_inputs(inputs)]
+    good: list[tuple[Prediction, torch.Tensor]] = []
+    for r in results:
+        try:
+            good.append((r, decode_image(r.path, channels=c, image_size=(h, w))))
+        except (DataFormatError, OSError) as err:
+            r.error = str(err) if r.path in str(err) else f"{r.path}: {err}"
+    k = min(top, len(classes))
+    for start in range(0, len(good), batch_size):
+        chunk = good[start:start + batch_size]
+        images = torch.stack([image for _, image in chunk]).to(device)
+        x = cfg.normalize(images)
+        logits = model(x).float()
+        if cfg.tta:  # trained with flips: averaged with the mirror image, as evaluated in training
+            logits = (logits + model(x.flip(-1)).float()) / 2
+        probs = logits.softmax(1).cpu()
+        values, indices = probs.topk(k, dim=1)
+        for (r, _), v, i in zip(chunk, values, indices):
+            r.top = [(classes[j], float(p)) for p, j in zip(v.tolist(), i.tolist())]
+    return results

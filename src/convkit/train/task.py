@@ -1,0 +1,161 @@
+"""What a task supplies to the training engine, and the registry of tasks.
+
+The engine (`convkit.train.Trainer`) owns the loop: device, precision, channels_last, compile, DDP, progress,
+schedules, EMA, gradient clipping, the NaN stop, signals, checkpoints with bit-exact resume and the run
+folder. It knows nothing about classes, boxes or masks. A task (a `Task` subclass, registered by name)
+supplies what differs:
+
+========================  ==================================================================================
+``load_data``             how samples are read: the training and evaluation sets (default: image datasets
+                          in memory or streamed, with the run's held-out split; see `load_test_data`)
+``setup``                 what the data says about the model: e.g. the class names, checked labels
+``model_args``            the builder's arguments that depend on the data (``num_classes``, ``in_channels``)
+``augmenter``             how a batch is augmented: ``augmenter(images, targets) -> (x, targets)``, seeded,
+                          with ``state_dict``/``load_state_dict`` for exact resume
+``loss``                  ``loss(outputs, targets) -> (loss, stats)``: the mean loss and per-batch sums
+                          (e.g. correct predictions) that make the ``train_fields`` of an epoch's row
+``evaluate``              the metrics of the evaluation set: ``(row entries, extra)``; ``monitor`` names the
+                          entry that picks the best checkpoint
+``predict``, ``evaluate_model``  what ``convkit predict`` / ``convkit evaluate`` return for a trained model
+``plots``                 the pictures of a run (curves, confusion matrix...)
+``meta``                  what a checkpoint records for inference (class names...)
+========================  ==================================================================================
+
+Classification (`convkit.tasks.classification`) is the first task; detection and segmentation plug in
+the same way, with no change to the loop.
+
+>>> get_task("classification").name
+'classification'
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Task", "get_task", "list_tasks", "register_task"]
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: makes a `Task` subclass available by its ``name`` (to configs and the CLI)."""
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    importlib.import_module("convkit.tasks")  # registers classification (and the tasks that follow)
+
+
+def list_tasks() -> list[str]:
+    """The registered task names.
+
+    >>> "classification" in list_tasks()
+    True
+    """
+    _load_builtin()
+    return sorted(_TASKS)
+
+
+def get_task(name: str | Task) -> Task:
+    """A new instance of the task registered as `name` (a `Task` instance is returned as is).
+
+    Raises:
+        ValueError: no task of that name; the message lists the known ones.
+    """
+    if isinstance(name, Task):
+        return name
+    _load_builtin()
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]()
+
+
+class Task:
+    """The base of every task: what the training engine asks of it (see the module docstring).
+
+    Subclasses set ``name``, ``monitor`` (the evaluation entry that picks the best checkpoint, higher is better),
+    ``train_fields`` and ``eval_fields`` (the columns of metrics.csv) and implement the methods that raise
+    NotImplementedError here.
+    """
+
+    name: str = "task"
+    monitor: str = "test_loss"
+    train_fields: tuple[str, ...] = ()
+    eval_fields: tuple[str, ...] = ("test_loss",)
+
+    # --- data ------------------------------------------------------------------------------------------------
+
+    def load_data(self, config, train_data=None, test_data=None, log: Callable[[str], None] = print):
+        """(training set, evaluation set): given ones, else `config.data` with the run's held-out split.
+
+        The default reads image datasets (`convkit.data.load_dataset`): in memory, or streamed from their files
+        (config.stream), then applies config.limit and config.test_limit.
+        """
+        from convkit.train.trainer import load_split, load_test_data
+
+        train = train_data if train_data is not None else load_split(config.data, "train", config.data_dir,
+                                                                     config.stream)
+        if test_data is not None:
+            test = test_data
+            if config.test_limit:
+                test = test.subset(range(min(config.test_limit, len(test))))
+        else:
+            train, test, what = load_test_data(config, train)
+            if "(held-out 10%)" in what:
+                log(f"{config.data}: no test split; holding out 10% of each class for testing")
+        if config.limit:
+            train = train.subset(range(min(config.limit, len(train))))
+        if tuple(test.image_shape) != tuple(train.image_shape):
+            raise ValueError(f"test images are {tuple(test.image_shape)}, training images "
+                             f"{tuple(train.image_shape)} (C, H, W); give both the same size")
+        return train, test
+
+    def setup(self, train, test, model: nn.Module | None, meta: dict | None) -> None:
+        """Reads what the data says (and checks it against a given model) before the model is built."""
+
+    def model_args(self, train) -> dict:
+        """Builder arguments that follow from the data, e.g. {"num_classes": 10, "in_channels": 1}."""
+        return {"in_channels": int(train.image_shape[0])}
+
+    def describe(self) -> str:
+        """A few words on the data for the run's first line, e.g. "10 classes"."""
+        return ""
+
+    # --- training --------------------------------------------------------------------------------------------
+
+    def augmenter(self, config):
+        """The batch augmenter: ``augmenter(images, targets) -> (float images 0..255, tuple of targets)``."""
+        raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor, targets: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss of the batch, 1-D tensor of sums for ``train_fields``, e.g. [correct predictions])."""
+        raise NotImplementedError
+
+    # --- evaluation, inference, pictures ---------------------------------------------------------------------
+
+    def evaluate(self, model: nn.Module, data, mean: torch.Tensor, std: torch.Tensor, **options
+                 ) -> tuple[dict, Any]:
+        """(row entries named as ``eval_fields``, an extra JSON-able result kept for the best epoch)."""
+        raise NotImplementedError
+
+    def meta(self) -> dict:
+        """What a checkpoint records for inference besides the engine's fields (e.g. the class names)."""
+        return {}
+
+    def plots(self, run_dir: Path, history: list[dict], best: dict | None, extra: Any, title: str) -> None:
+        """Writes the run's pictures into `run_dir`."""
+
+    def evaluate_model(self, model: nn.Module, data, **options):
+        """`convkit evaluate`: the evaluation of a trained model (resolved by `convkit.models.resolve_model`)."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, inputs, **options):
+        """`convkit predict`: the predictions of a trained model for image files."""
+        raise NotImplementedError
