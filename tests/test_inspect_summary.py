@@ -235,3 +235,80 @@ def test_training_needs_at_least_what_inference_needs(name):
     train, infer = result.memory["training"], result.memory["inference"]
     assert train["total"] >= infer["total"]
     assert train["workspace"] == 64 * max(row.activation_bytes for row in result.rows)
+
+
+# -- the forward activation total: the input + one map per conv, pool and fc layer, each tensor once --------
+
+# CS231n's VGG-16 slide, layer by layer (values per image at 3x224x224):
+#   INPUT 224*224*3 = 150,528
+#   conv1_1, conv1_2  2 x 224*224*64 = 6,422,528   pool1 112*112*64 = 802,816
+#   conv2_1, conv2_2  2 x 112*112*128 = 3,211,264  pool2 56*56*128 = 401,408
+#   conv3_1..3        3 x 56*56*256 = 2,408,448    pool3 28*28*256 = 200,704
+#   conv4_1..3        3 x 28*28*512 = 1,204,224    pool4 14*14*512 = 100,352
+#   conv5_1..3        3 x 14*14*512 = 301,056      pool5 7*7*512 = 25,088
+#   FC 4096 + 4096 + 1000 = 9,192
+# 150,528 + 6,422,528 + 802,816 + 3,211,264 + 401,408 + 2,408,448 + 200,704 + 1,204,224 + 100,352 + 301,056
+#   + 25,088 + 9,192 = 15,237,608 values (the slide's rounded figures sum to about 15.2M; its "TOTAL memory: 24M"
+#   is an arithmetic slip).
+VGG16_FORWARD_VALUES = 15_237_608
+
+
+def test_vgg16_forward_activations_are_the_slides_per_layer_sum():
+    by_hand = (150_528 + 6_422_528 + 802_816 + 3_211_264 + 401_408 + 2_408_448 + 200_704 + 1_204_224 + 100_352
+               + 301_056 + 25_088 + 9_192)
+    assert by_hand == VGG16_FORWARD_VALUES
+    assert by_hand == (3 * 224 * 224 + 2 * 64 * 224 * 224 + 64 * 112 * 112 + 2 * 128 * 112 * 112 + 128 * 56 * 56
+                       + 3 * 256 * 56 * 56 + 256 * 28 * 28 + 3 * 512 * 28 * 28 + 512 * 14 * 14
+                       + 3 * 512 * 14 * 14 + 512 * 7 * 7 + 4096 + 4096 + 1000)
+    result = summary("vgg16")  # ReLUs out of place: each ReLU's output is the conv's map passed on
+    assert result.totals["forward_activations"] == VGG16_FORWARD_VALUES
+    assert result.totals["forward_activation_bytes"] == 4 * VGG16_FORWARD_VALUES
+    # torchvision's VGG-16: ReLU(inplace=True) writes into the conv's own tensor, found by storage
+    with torch.device("meta"):
+        reference = torchvision.models.vgg16()
+    assert summary(reference).totals["forward_activations"] == VGG16_FORWARD_VALUES
+    # the per-row Act. still shows each layer's own output; only the total counts a map once
+    relu = result["features.1"]
+    assert relu.activations == 64 * 224 * 224 and relu.new_activations == 0 and relu.new_activation_bytes == 0
+    assert result["features.0"].new_activations == 64 * 224 * 224
+    assert result["avgpool"].new_activations == 0  # 7x7 -> 7x7: the identity at 224x224
+    assert [r.new_activations for r in result.rows if r.type == "Dropout"] == [0, 0]
+    text = str(result)
+    assert "(12.2 MiB)" in text and "15,237,608 values per image" in text and "58.1 MiB" in text
+
+
+def test_lenet5_and_alexnet_forward_activations_by_hand():
+    # LeNet-5 (32x32): input 1,024 + C1 6*28*28 + S2 6*14*14 + C3 16*10*10 + S4 16*5*5 + C5 120 + F6 84 + out 10
+    # (its tanh layers map each value to one value of the same shape: not a new map)
+    assert summary("lenet5").totals["forward_activations"] == 1_024 + 4_704 + 1_176 + 1_600 + 400 + 120 + 84 + 10
+    assert 1_024 + 4_704 + 1_176 + 1_600 + 400 + 120 + 84 + 10 == 9_118
+    # AlexNet (convkit's, 224x224): input 3*224*224 + conv1 64*55*55 + pool1 64*27*27 + conv2 192*27*27
+    # + pool2 192*13*13 + conv3 384*13*13 + conv4 256*13*13 + conv5 256*13*13 + pool3 256*6*6 + FC 4096+4096+1000
+    by_hand = (150_528 + 193_600 + 46_656 + 139_968 + 32_448 + 64_896 + 43_264 + 43_264 + 9_216
+               + 4_096 + 4_096 + 1_000)
+    assert by_hand == 733_032
+    assert summary("alexnet").totals["forward_activations"] == by_hand
+
+
+def test_forward_total_counts_a_tensor_once_through_in_place_ops_views_and_dropout():
+    class InPlace(nn.Module):  # a layer that updates its input in place
+        def forward(self, x):
+            return x.mul_(2)
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),      # 4*8*8 = 256, new
+        nn.BatchNorm2d(4),                  # 256, new (a new map, as the layer computes it)
+        nn.ReLU(inplace=True),              # same tensor
+        InPlace(),                          # same tensor
+        nn.Identity(),                      # same tensor
+        nn.AdaptiveAvgPool2d(4),            # 4*4*4 = 64, new: 8x8 -> 4x4 is no identity
+        nn.Flatten(),                       # a view
+        nn.Dropout(0.5),                    # the identity at inference
+        nn.Linear(64, 5),                   # 5, new
+    )
+    result = summary(model, (3, 8, 8))
+    assert [r.new_activations for r in result.rows] == [256, 256, 0, 0, 0, 64, 0, 0, 5]
+    assert [r.activations for r in result.rows] == [256, 256, 256, 256, 256, 64, 64, 64, 5]
+    assert result.totals["forward_activations"] == 3 * 8 * 8 + 256 + 256 + 64 + 5
+    assert result.totals["forward_activation_bytes"] == 4 * (3 * 8 * 8 + 256 + 256 + 64 + 5)
+    assert "each tensor once" in result.to_dict()["conventions"]["activations"]

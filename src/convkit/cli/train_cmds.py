@@ -188,7 +188,7 @@ def _print_summary(result) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from convkit.data import load_dataset
+    from convkit.data import load_eval_data
     from convkit.train import evaluate, load_checkpoint
 
     try:
@@ -197,16 +197,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not data:
             raise _error(f"{ckpt.path}: does not say what it was trained on; pass --data")
         data_dir = args.data_dir or ckpt.meta.get("config", {}).get("data_dir")
-        dataset = load_dataset(data, args.split, data_dir, progress=False)  # streamed if too large for memory
+        # a folder or CSV whole, else its/the dataset's split; labels matched to the model's classes by name
+        dataset, what = load_eval_data(data, args.split, data_dir, classes=ckpt.classes)
         out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
         result = evaluate(ckpt, dataset, args.batch_size, args.device, args.worst, out)
     except _user_errors() as err:
         raise _error(str(err)) from None
     if args.json:
-        print(json.dumps({"checkpoint": str(ckpt.path), "data": str(data), "split": args.split, **result.to_dict()},
-                         indent=2))
+        print(json.dumps({"checkpoint": str(ckpt.path), "data": str(data), "split": args.split, "evaluated_on": what,
+                          **result.to_dict()}, indent=2))
     else:
-        print(f"{ckpt.path} on {data} ({args.split}):\n{result}")
+        print(f"{ckpt.path} on {what}:\n{result}")
         for name, path in result.files.items():
             print(f"wrote {path} ({name})", file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@
 >>> train = load_dataset("default")                          # 6,000 Fashion-MNIST images shipped with convkit
 >>> test = load_dataset("cifar10", "test", download=True)    # official source, checksummed
 >>> pets = load_dataset("photos/", image_size=(64, 64))     # one subfolder per class
+>>> test, what = load_eval_data("photos/", classes=model_classes)   # what a model is evaluated on
 >>> for images, labels in train.to("cuda").batches(128, seed=0, epoch=0): ...
 """
 
@@ -13,6 +14,8 @@ import difflib
 import os
 import warnings
 from pathlib import Path
+
+import torch
 
 from convkit.data.augment import (
     AugmentConfig,
@@ -82,14 +85,25 @@ def _idx_dataset(images, labels, labels_path: Path, folder: Path) -> ImageTensor
     return ImageTensorDataset(images, labels, classes, str(folder))
 
 
-def _load_folder(path: Path, split: str, **options) -> ImageTensorDataset | ImageFileDataset:
+def _split_folder(path: Path, split: str) -> Path | None:
+    """The subfolder for `split` (train/; test/, val/ or validation/), or None if the folder has none of them.
+
+    Raises:
+        DatasetNotFoundError: the folder has split subfolders, but not the one asked for.
+    """
     splits = {s: path / s for s in ("train", *_TEST_FOLDERS) if (path / s).is_dir()}
-    if splits:
-        names = ("train",) if split == "train" else _TEST_FOLDERS
-        folder = next((splits[s] for s in names if s in splits), None)
-        if folder is None:
-            raise DatasetNotFoundError(f"{path}: no {'/ or '.join(names)}/ subfolder for the {split!r} split")
-    else:
+    if not splits:
+        return None
+    names = ("train",) if split == "train" else _TEST_FOLDERS
+    folder = next((splits[s] for s in names if s in splits), None)
+    if folder is None:
+        raise DatasetNotFoundError(f"{path}: no {'/ or '.join(names)}/ subfolder for the {split!r} split")
+    return folder
+
+
+def _load_folder(path: Path, split: str, **options) -> ImageTensorDataset | ImageFileDataset:
+    folder = _split_folder(path, split)
+    if folder is None:
         _whole_collection(path, split)
         folder = path
     samples, classes, empty = scan_folder(folder)
@@ -165,13 +179,121 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
     return _load_folder(path, split, **options)
 
 
+def match_classes(dataset: ImageTensorDataset | ImageFileDataset,
+                  classes: list[str]) -> ImageTensorDataset | ImageFileDataset:
+    """Renumbers a dataset's labels to a model's classes by name (the data may hold any subset, in any order).
+
+    Labels are matched by class name, not by position: a folder holding only `Bag/` and `Sneaker/` gets the
+    model's numbers for those two. Data whose classes are plain label numbers ("0", "1", ...: a CSV of
+    numbers, IDX files of an unnamed dataset) keep their numbers when those are not the model's class names.
+
+    Args:
+        dataset: an `ImageTensorDataset` or `ImageFileDataset`.
+        classes: the model's class names, in its label order.
+
+    Returns:
+        The dataset itself if its classes already are `classes`, else a copy (sharing the images or files)
+        with labels in the model's numbering and `classes` as its class names.
+
+    Raises:
+        LabelError: a class of the data (one with samples) is not among `classes`, named; or a label number
+            outside the model's range, naming the file.
+
+    Example:
+        >>> data = ImageTensorDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]),
+        ...                           ["dog", "cat"], "toy")
+        >>> match_classes(data, ["cat", "bird", "dog"]).labels.tolist()
+        [2, 0]
+    """
+    classes = list(classes)
+    if list(dataset.classes) == classes:
+        dataset.check_labels(len(classes))
+        return dataset
+    dataset.check_labels()  # in its own range first
+    index = {name: i for i, name in enumerate(classes)}
+    used = sorted(set(dataset.labels.tolist()))
+    unknown = [dataset.classes[i] for i in used if dataset.classes[i] not in index]
+    if not unknown:
+        mapping = torch.tensor([index.get(name, -1) for name in dataset.classes], dtype=torch.long)
+        labels = mapping[dataset.labels.long().cpu()]
+    elif list(dataset.classes) == [str(i) for i in range(len(dataset.classes))]:
+        labels = dataset.labels.long().cpu()  # label numbers, not names: the model's numbering
+        check_labels(labels, len(classes), dataset.sample_sources or dataset.source)
+    else:
+        raise LabelError(f"{dataset.source}: class {unknown[0]!r} is not one of the model's {len(classes)} "
+                         f"classes ({', '.join(classes)}); classes are matched by name (folder names or CSV "
+                         "labels)"
+                         + (f"; {len(unknown) - 1} more unknown" if len(unknown) > 1 else ""))
+    if isinstance(dataset, ImageFileDataset):
+        samples = [(path, int(y)) for (path, _), y in zip(dataset.samples, labels.tolist())]
+        return dataset._view(samples=samples, labels=labels, classes=classes)
+    return ImageTensorDataset(dataset.images, labels.to(dataset.images.device), classes, dataset.source,
+                              dataset.sample_sources)
+
+
+def load_eval_data(name_or_path: str | os.PathLike, split: str = "test",
+                   data_dir: str | os.PathLike | None = None, *, classes: list[str] | None = None,
+                   download: bool = False, progress: bool = False,
+                   **options) -> tuple[ImageTensorDataset | ImageFileDataset, str]:
+    """The data a model is evaluated on: a named dataset's split, a folder's test/ subfolder, else all of it.
+
+    A folder (one subfolder per class) or a CSV given for evaluation is evaluated whole; a folder with
+    train/ and test/ (or val/) subfolders is evaluated on test/ (`split="train"`: on train/). Named datasets
+    ("fashion-mnist", "cifar10", "default"...), IDX and CIFAR folders use their `split`. Unlike
+    `load_dataset`, which refuses the test split of a single collection (training would test on its own
+    data), this reads such a collection as the evaluation set it was given as.
+
+    Args:
+        name_or_path: a dataset name or a path, as `load_dataset` takes.
+        split: "test" (default) or "train"; ignored for a folder without split subfolders or a file.
+        data_dir: where named datasets are looked for.
+        classes: the model's class names: labels are renumbered to them by name (see `match_classes`), so a
+            folder may hold any subset of the classes; None keeps the data's own numbering.
+        download: download a named dataset that is not found.
+        progress: show download progress.
+        **options: channels, image_size, memory_budget, as `load_dataset` takes.
+
+    Returns:
+        (the dataset, a description of what was loaded: "photos/ (whole folder)", "photos/test",
+        "labels.csv (whole file)", "fashion-mnist (test split)").
+
+    Raises:
+        DatasetNotFoundError: no such dataset or path, or a folder with split subfolders lacks the one
+            asked for.
+        DataFormatError: a damaged or unexpected file, named.
+        LabelError: a class not among `classes`, or a label out of range, naming the file.
+
+    Example:
+        >>> test, what = load_eval_data("default")
+        >>> what, len(test)
+        ('default (test split)', 1000)
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    path = Path(name_or_path).expanduser()
+    named = isinstance(name_or_path, str) and (name_or_path.lower() in ("default", DEFAULT_NAME)
+                                               or resolve_name(name_or_path) is not None)
+    if named or not path.exists():  # a name, or a missing path: load_dataset says which
+        dataset = load_dataset(name_or_path, split, data_dir, download, progress=progress, **options)
+        what = f"{name_or_path} ({split} split)"
+    elif path.is_file():  # a CSV or an IDX images file: one collection, all of it
+        dataset, what = load_dataset(path, "train", **options), f"{path} (whole file)"
+    elif find_idx_pair(path, "train") or find_idx_pair(path, "test") or find_layout(path):
+        dataset, what = load_dataset(path, split, **options), f"{path} ({split} split)"
+    else:
+        folder = _split_folder(path, split)
+        dataset = load_dataset(folder or path, "train", **options)
+        what = str(folder) if folder is not None else f"{path}/ (whole folder)"
+    return (dataset if classes is None else match_classes(dataset, classes)), what
+
+
 __all__ = [
     "AugmentConfig", "Augmenter", "DataFormatError", "DatasetNotFoundError", "DownloadError", "EpochBatches",
     "ImageFileDataset", "ImageTensorDataset", "LabelError", "MEMORY_BUDGET", "NamedDataset", "REGISTRY",
     "StreamBatches", "affine_matrix",
     "channel_shift", "check_labels", "cutmix", "decode_image", "download", "extract_tar", "file_digest",
     "find_idx_pair", "find_layout", "list_datasets", "load_cifar", "load_dataset", "load_default", "load_files",
-    "load_idx_pair", "load_named", "mixed_cross_entropy", "mixup", "random_affine", "random_crop",
-    "random_erasing", "random_flip", "read_csv", "read_idx", "resolve_name", "safe_unpickle", "scan_folder",
-    "warp", "write_idx",
+    "load_eval_data", "load_idx_pair", "load_named", "match_classes", "mixed_cross_entropy", "mixup",
+    "random_affine", "random_crop", "random_erasing", "random_flip", "read_csv", "read_idx", "resolve_name",
+    "safe_unpickle", "scan_folder", "warp", "write_idx",
 ]

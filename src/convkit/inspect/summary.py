@@ -10,8 +10,13 @@ Conventions (also in :data:`CONVENTIONS` and in every ``to_dict()``):
   (``(weights + bias) x positions``) and ``2 x channels`` per batch-norm layer, so torchinfo's
   figure for a conv/linear layer is convkit's plus ``out_values`` when the layer has a bias.
   FLOPs = 2 x MACs.
-* **Activations** of a layer: the values of its output, per image. The forward total sums every
-  layer's output (functional operations such as ``x + identity`` are not layers).
+* **Activations** of a layer: the values of its output, per image. The forward total counts the
+  input and then each tensor once, as the lectures count (input + one map per conv, pool and fully
+  connected layer): a layer that passes its input on adds nothing, whether in place (``ReLU(inplace=True)``),
+  as a view or the identity (``Flatten``, ``Identity``, adaptive pooling to the size it is given), or as
+  an activation function or dropout (elementwise maps that keep the shape: at inference dropout is the
+  identity and an activation can run in place). Such rows show their output size in parentheses.
+  Functional operations such as ``x + identity`` are not layers and add nothing.
 * **Saved activations**: what autograd keeps from the forward pass for the backward pass, per
   image, measured on the meta device with ``saved_tensors_hooks`` and deduplicated by storage
   (a tensor saved by two operators counts once); parameters, buffers and the input are excluded.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -63,7 +69,10 @@ CONVENTIONS = {
             "bias adds not counted; batch norm, pooling, activations and sums not counted (fvcore's conv/linear "
             "count; torchinfo adds out_values per biased layer)",
     "flops": "2 x macs",
-    "activations": "output values of each layer, per image",
+    "activations": "output values of each layer, per image; the forward total is the input + the layer outputs, each "
+                   "tensor once: a layer passing its input on (in place, a view or identity, adaptive pooling to its "
+                   "input size, an activation function or dropout keeping the shape) adds nothing (the lectures' "
+                   "input + one map per conv, pool and fc layer; such rows' Act. is in parentheses)",
     "saved_activation_bytes": "tensors autograd saves for the backward pass, per image, deduplicated by storage, "
                               "excluding parameters, buffers and the input",
     "training_memory": "weights + buffers + gradients + optimizer state (sgd 0, momentum 1, adam 2 x trainable "
@@ -95,6 +104,9 @@ class LayerRow:
             counted at its first call only.
         macs: multiply-adds per image (see :data:`CONVENTIONS`).
         activations, activation_bytes: output values per image and their bytes.
+        new_activations, new_activation_bytes: the part of them in tensors not counted before, which the
+            forward total adds (0 for a layer that passes its input on: in place, a view, an activation
+            function, dropout; see :data:`CONVENTIONS`).
         saved_bytes: bytes per image autograd saves for backward while this layer runs.
         receptive_field: of the output on the input.
         dense_equivalent: parameters of a dense layer with the same input and output (convolutions).
@@ -118,6 +130,8 @@ class LayerRow:
     macs: int = 0
     activations: int = 0
     activation_bytes: int = 0
+    new_activations: int = 0
+    new_activation_bytes: int = 0
     saved_bytes: int = 0
     receptive_field: ReceptiveField | None = None
     dense_equivalent: int | None = None
@@ -226,7 +240,8 @@ class Summary:
     CSV_COLUMNS = (
         "name", "type", "depth", "input_shape", "output_shape", "kernel", "stride", "padding", "dilation", "groups",
         "params", "trainable_params", "frozen_params", "param_bytes", "macs", "activations", "activation_bytes",
-        "saved_bytes", "rf_size", "rf_jump", "rf_start", "dense_equivalent", "repeat",
+        "new_activations", "new_activation_bytes", "saved_bytes", "rf_size", "rf_jump", "rf_start", "dense_equivalent",
+        "repeat",
     )
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
@@ -247,7 +262,8 @@ class Summary:
                 r.name, r.type, r.depth, _shape(r.input_shape), _shape(r.output_shape), _shape(r.kernel),
                 _shape(r.stride), ",".join(map(str, r.padding)) if r.padding else "", _shape(r.dilation),
                 "" if r.groups is None else r.groups, r.params, r.trainable_params, r.frozen_params, r.param_bytes,
-                r.macs, r.activations, r.activation_bytes, r.saved_bytes,
+                r.macs, r.activations, r.activation_bytes, r.new_activations, r.new_activation_bytes,
+                r.saved_bytes,
                 _rf_text(rf.size) if rf else "", _rf_text(rf.jump) if rf else "", _rf_text(rf.start) if rf else "",
                 "" if r.dense_equivalent is None else r.dense_equivalent, int(r.repeat),
             ])
@@ -287,9 +303,30 @@ def _param_dtype_bytes(p: torch.Tensor, dtype: torch.dtype | None) -> int:
     return p.numel() * bytes_per_element(d)
 
 
+# Layers that pass their input on as the same map (same shape): activation functions, which could run in
+# place, and dropout, the identity at inference. Not the softmax family (normalises over a dimension) nor
+# GLU (halves one).
+_PASS_ON = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Hardshrink, nn.Softshrink, nn.Tanhshrink, nn.Sigmoid, nn.Tanh,
+    nn.LogSigmoid, nn.Softplus, nn.Softsign, nn.Threshold, nn.Identity, nn.modules.dropout._DropoutNd,
+)
+_ADAPTIVE_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                   nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+
+
+def _passes_on(module: nn.Module, frame) -> bool:
+    """Whether a layer's output is its input's map passed on (an activation, dropout, adaptive pooling to
+    the size it is given); in-place layers, views and identities are found by storage in `_rows`."""
+    if not isinstance(module, _PASS_ON + _ADAPTIVE_POOLS) or len(frame.output_shapes) != 1:
+        return False
+    return bool(frame.input_shapes) and frame.output_shapes[0] == frame.input_shapes[0]
+
+
 def _rows(trace: Trace, dtype: torch.dtype | None) -> list[LayerRow]:
     n = trace.batch
     rows: list[LayerRow] = []
+    counted: set[int] = {trace.input_key}  # storages already in the forward total
     seen_params: set[int] = set()
     seen_modules: set[int] = set()
     size_cache: dict[torch.dtype, int] = {}
@@ -312,11 +349,18 @@ def _rows(trace: Trace, dtype: torch.dtype | None) -> list[LayerRow]:
             param_bytes += p.numel() * size_cache[d]
         input_shape = frame.input_shapes[0][1:] if frame.input_shapes else None
         output_shape = frame.output_shapes[0][1:] if frame.output_shapes else None
+        passes_on = _passes_on(module, frame)
+        new_values = new_bytes = 0
+        for key, values, size in frame.outputs:
+            if key not in counted and not passes_on:
+                new_values, new_bytes = new_values + values, new_bytes + size
+            counted.add(key)
         row = LayerRow(
             name=frame.name or type(module).__name__, type=type(module).__name__, depth=frame.depth,
             input_shape=input_shape, output_shape=output_shape, params=params, trainable_params=trainable,
             frozen_params=params - trainable, param_bytes=param_bytes, macs=frame.macs // n,
             activations=frame.output_numel // n, activation_bytes=frame.output_bytes // n,
+            new_activations=new_values // n, new_activation_bytes=new_bytes // n,
             saved_bytes=int(round(frame.saved_bytes / n)),
             receptive_field=ReceptiveField.from_tuple(frame.rf) if frame.rf is not None else None,
             repeat=repeat,
@@ -450,8 +494,9 @@ def summary(
     peak = trace.peak_live_bytes / n
     input_bytes = trace.input_bytes // n
     macs = trace.macs_total // n
-    forward = sum(r.activations for r in rows)
-    forward_bytes = sum(r.activation_bytes for r in rows)
+    # the input, then each tensor once (see CONVENTIONS["activations"])
+    forward = math.prod(input_size) + sum(r.new_activations for r in rows)
+    forward_bytes = input_bytes + sum(r.new_activation_bytes for r in rows)
     last_map = _last_feature_map(trace)
     used_dtype = dtype or next((p.dtype for p in params if p.is_floating_point()), torch.get_default_dtype())
     totals = {
@@ -499,7 +544,8 @@ def _render(s: Summary) -> str:
             _shape(r.output_shape),
             f"{r.params:,}" if r.params else ("(shared)" if r.repeat and r.macs else "-"),
             f"{r.macs:,}" if r.macs else "-",
-            format_bytes(r.activation_bytes),
+            format_bytes(r.activation_bytes) if r.new_activations or not r.activations
+            else f"({format_bytes(r.activation_bytes)})",
             format_bytes(r.saved_bytes) if r.saved_bytes else "-",
             (str(rf) if rf.spatial else f"{_rf_text(rf.size)} (all)") if rf else "",
         ))
@@ -529,7 +575,8 @@ def _render(s: Summary) -> str:
         f"Multiply-adds:    {t['macs']:,} per image ({format_count(t['macs'])} MACs; FLOPs = 2 x MACs = "
         f"{format_count(t['flops'])}). Conv and linear weights only, one multiply-add counted once, bias adds, "
         f"BN, pooling and activations not counted (fvcore's convention)",
-        f"Activations:      {t['forward_activations']:,} values per image in layer outputs = "
+        f"Activations:      {t['forward_activations']:,} values per image, the input and each layer output once "
+        f"(Act. in parentheses: passed on, not added) = "
         f"{format_bytes(t['forward_activation_bytes'])} (the x2 rule for backward: "
         f"{format_bytes(2 * t['forward_activation_bytes'])}); autograd saves "
         f"{format_bytes(t['saved_activation_bytes'])} per image for backward",

@@ -58,6 +58,7 @@ class Frame:
     output_numel: int = 0
     output_bytes: int = 0
     output_dtype: torch.dtype | None = None
+    outputs: tuple[tuple[int, int, int], ...] = ()  # (storage key, values, bytes) of each output tensor
     rf: tuple | None = None
     geometry: dict | None = None
     macs: int = 0
@@ -76,6 +77,7 @@ class Trace:
     input_bytes: int
     peak_live_bytes: int
     warnings: list[str]
+    input_key: int = 0  # the input's storage key (as in ``Frame.outputs``)
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -485,8 +487,10 @@ def trace_model(
         if outs:
             frame.output_shapes = [tuple(t.shape) for t in outs]
             numel = [t.numel() for t in outs]
+            sizes = [n * t.element_size() for n, t in zip(numel, outs)]
             frame.output_numel = sum(numel)
-            frame.output_bytes = sum(n * t.element_size() for n, t in zip(numel, outs))
+            frame.output_bytes = sum(sizes)
+            frame.outputs = tuple((_key(t), n, b) for t, n, b in zip(outs, numel, sizes))
             frame.output_dtype = outs[0].dtype
             frame.rf = tracer.rf.get(id(outs[0]))
         frame.finished = next(finish_order)
@@ -561,6 +565,7 @@ def trace_model(
         input_bytes=x.numel() * x.element_size(),
         peak_live_bytes=_peak_live(tracer, input_key, output_keys),
         warnings=seen_warnings,
+        input_key=input_key,
     )
 
 

@@ -224,18 +224,20 @@ def evaluate(checkpoint, dataset, batch_size: int = 1000, device: str | torch.de
         An `EvalResult`.
 
     Raises:
-        LabelError: a label outside the model's classes (naming the file).
+        LabelError: a class not among the model's (labels are matched by class name, see
+            `convkit.data.match_classes`), or a label outside its range (naming the file).
 
     Example:
         >>> result = evaluate("runs/fastcnn-20250101-120000", load_dataset("default", "test"))
         >>> print(result)
     """
+    from convkit.data import match_classes
     from convkit.train.runfolder import plot_confusion, plot_image_grid
 
     model = trained_model(checkpoint, device)
     cfg = model.model_cfg
     classes = cfg.classes
-    dataset.check_labels(len(classes))
+    dataset = match_classes(dataset, classes)  # labels by class name: the data may hold a subset of the classes
     mean, std = cfg.mean_std()
     logits = predict_dataset(model, dataset, mean, std, batch_size, device,
                              fit=lambda images: fit_images(images, cfg.input_shape), tta=cfg.tta)
