@@ -9,6 +9,11 @@ indexing, masks built by comparison. Images are floats on the 0..255 scale (uint
 Mixing (mixup, cutmix) returns `(images, labels_a, labels_b, lam)` with one `lam` per sample: the target of
 sample i is `lam[i]` of class `labels_a[i]` and `1 - lam[i]` of class `labels_b[i]`; `mixed_cross_entropy`
 computes the matching loss.
+
+Segmentation masks and detection boxes move with their images (`Augmenter.with_targets`, `warp_masks`,
+`warp_boxes`): the same crop offsets, flip flags and affine matrices move them; masks by nearest neighbour
+(labels are never blended), `ignore_index` where pixels come from outside the image; boxes (pixel xyxy) as the
+enclosing box of their moved corners, clipped to the image, dropped when pushed out, with the indices kept.
 """
 
 from __future__ import annotations
@@ -250,7 +255,7 @@ class _Boxes:
         dev = boxes[0].device if n else torch.device("cpu")
         sizes = torch.tensor([len(b) for b in boxes], device=dev)
         self.n = n
-        self.visible = torch.cat([b.to(dev, torch.float64) for b in boxes]) if n else torch.zeros(0, 4, device=dev)
+        self.visible = torch.cat([b.to(dev, torch.float64) for b in boxes]) if n else torch.zeros(0, 4, dtype=torch.float64)
         self.whole = self.visible
         self.owner = torch.repeat_interleave(torch.arange(n, device=dev), sizes)
         self.index = torch.cat([torch.arange(len(b), device=dev) for b in boxes]) if n else self.owner
