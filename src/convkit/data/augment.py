@@ -72,8 +72,10 @@ def affine_matrix(height: int, width: int, angle: torch.Tensor, tx: torch.Tensor
         (N, 2, 3): output -> input sampling matrices in affine_grid's normalised coordinates.
 
     Example:
+        >>> images = torch.rand(1, 3, 28, 28) * 255
         >>> theta = affine_matrix(28, 28, torch.tensor([90.0]), torch.zeros(1), torch.zeros(1))
-        >>> out = warp(images, theta)   # == torch.rot90(images, 1, dims=(2, 3)) up to rounding
+        >>> torch.allclose(warp(images, theta), torch.rot90(images, 1, dims=(2, 3)), atol=1e-2)
+        True
     """
     angle = torch.deg2rad(torch.as_tensor(angle, dtype=torch.float64))
     n = len(angle)
@@ -113,7 +115,10 @@ def warp(images: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", 
         float32 images (N, C, H, W) on the images' device.
 
     Example:
-        >>> out = warp(images.float(), affine_matrix(32, 32, angles, tx, ty), "reflect")
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> angles, tx, ty = torch.full((8,), 15.0), torch.zeros(8), torch.ones(8)
+        >>> warp(images, affine_matrix(32, 32, angles, tx, ty), "reflect").shape
+        torch.Size([8, 3, 32, 32])
     """
     _check_fill_mode(fill_mode)
     x = images.float()
@@ -145,7 +150,7 @@ def warp(images: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", 
 
 
 def warp_masks(masks: torch.Tensor, theta: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Moves integer label maps with their images: one affine matrix per mask, nearest neighbour, never blended.
+    """Moves integer label maps with their images: a matrix per mask, by nearest neighbour, never blended.
 
     Each output pixel copies the input pixel that `warp(..., mode="nearest")` reads for it with the same
     matrix; pixels that come from outside the mask get `ignore_index`. Masks whose matrix is the identity
@@ -227,7 +232,8 @@ def _pixel_matrices(theta: torch.Tensor, height: int, width: int) -> torch.Tenso
     """float64 (N, 2, 3) matrices that move a point of the input, in pixels, to where `warp` shows it."""
     t = theta.to(torch.float64)
     bottom = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=t.device).expand(len(t), 1, 3)
-    to_grid = torch.tensor([[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1]], dtype=torch.float64, device=t.device)
+    to_grid = torch.tensor([[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1]], dtype=torch.float64,
+                           device=t.device)
     to_pixels = torch.tensor([[width / 2, 0, width / 2], [0, height / 2, height / 2], [0, 0, 1]],
                              dtype=torch.float64, device=t.device)
     return (to_pixels @ torch.linalg.inv(torch.cat([t, bottom], 1)) @ to_grid)[:, :2]
@@ -235,7 +241,8 @@ def _pixel_matrices(theta: torch.Tensor, height: int, width: int) -> torch.Tenso
 
 def _check_masks(masks: torch.Tensor, shape: tuple[int, ...] | None = None) -> None:
     if masks.is_floating_point() or masks.is_complex() or masks.dtype == torch.bool or masks.dim() != 3:
-        raise ValueError(f"masks must be (N, H, W) integer label maps, got {masks.dtype} {tuple(masks.shape)}")
+        raise ValueError(f"masks must be (N, H, W) integer label maps, got {masks.dtype} "
+                         f"{tuple(masks.shape)}")
     if shape is not None and tuple(masks.shape) != shape:
         raise ValueError(f"masks must be (N, H, W) = {shape} like the images, got {tuple(masks.shape)}")
 
@@ -255,7 +262,8 @@ class _Boxes:
         dev = boxes[0].device if n else torch.device("cpu")
         sizes = torch.tensor([len(b) for b in boxes], device=dev)
         self.n = n
-        self.visible = torch.cat([b.to(dev, torch.float64) for b in boxes]) if n else torch.zeros(0, 4, dtype=torch.float64)
+        empty = torch.zeros(0, 4, dtype=torch.float64)
+        self.visible = torch.cat([b.to(dev, torch.float64) for b in boxes]) if n else empty
         self.whole = self.visible
         self.owner = torch.repeat_interleave(torch.arange(n, device=dev), sizes)
         self.index = torch.cat([torch.arange(len(b), device=dev) for b in boxes]) if n else self.owner
@@ -280,7 +288,7 @@ class _Boxes:
         self._keep((self.visible[:, 2:] - self.visible[:, :2] >= 1 - 1e-6).all(1))
 
     def result(self, min_visibility: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(boxes, kept) per image, after dropping boxes with less than `min_visibility` of their area inside."""
+        """(boxes, kept) per image, dropping boxes with less than `min_visibility` of their area inside."""
         if min_visibility > 0:
             area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
             self._keep(area(self.visible) >= min_visibility * area(self.whole) - 1e-9)
@@ -290,9 +298,9 @@ class _Boxes:
 
 def _flip_flags(n: int, horizontal: bool, vertical: bool,
                 generator: torch.Generator | None) -> list[tuple[torch.Tensor, int]]:
-    """Which images flip (CPU bool (N,)) along which dim, horizontal (-1) then vertical (-2), one draw each."""
-    return [(torch.rand(n, generator=generator) < 0.5, dim) for flag, dim in ((horizontal, -1), (vertical, -2))
-            if flag]
+    """Which images flip (CPU bool (N,)) along which dim: horizontal (-1) then vertical (-2), a draw each."""
+    return [(torch.rand(n, generator=generator) < 0.5, dim)
+            for flag, dim in ((horizontal, -1), (vertical, -2)) if flag]
 
 
 def random_flip(images: torch.Tensor, horizontal: bool = True, vertical: bool = False,
@@ -300,6 +308,7 @@ def random_flip(images: torch.Tensor, horizontal: bool = True, vertical: bool = 
     """Flips each image with probability 1/2, left-right and/or up-down (exactly, with torch.flip).
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
         >>> out = random_flip(images, horizontal=True, generator=torch.Generator().manual_seed(0))
     """
     x = images
@@ -308,15 +317,17 @@ def random_flip(images: torch.Tensor, horizontal: bool = True, vertical: bool = 
     return x
 
 
-def _random_theta(n: int, h: int, w: int, rotation: float, width_shift: float, height_shift: float, shear: float,
-                  zoom: float | tuple[float, float], generator: torch.Generator | None) -> torch.Tensor:
-    """`random_affine`'s draws, in its order, as float64 matrices (`.float()` gives the ones it warps with)."""
+def _random_theta(n: int, h: int, w: int, rotation: float, width_shift: float, height_shift: float,
+                  shear: float, zoom: float | tuple[float, float],
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """`random_affine`'s draws, in its order, as float64 matrices (`.float()`: the ones it warps with)."""
     low, high = (1 - zoom, 1 + zoom) if isinstance(zoom, int | float) else zoom
     sx = width_shift * w if width_shift < 1 else width_shift
     sy = height_shift * h if height_shift < 1 else height_shift
     return affine_matrix(h, w, _uniform(n, -rotation, rotation, generator), _uniform(n, -sx, sx, generator),
                          _uniform(n, -sy, sy, generator), _uniform(n, -shear, shear, generator),
-                         _uniform(n, low, high, generator), _uniform(n, low, high, generator), dtype=torch.float64)
+                         _uniform(n, low, high, generator), _uniform(n, low, high, generator),
+                         dtype=torch.float64)
 
 
 def random_affine(images: torch.Tensor, *, rotation: float = 0.0, width_shift: float = 0.0,
@@ -338,6 +349,8 @@ def random_affine(images: torch.Tensor, *, rotation: float = 0.0, width_shift: f
         float32 images.
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = random_affine(images, rotation=10, width_shift=0.1, zoom=0.1, generator=g)
     """
     n, _, h, w = images.shape
@@ -349,6 +362,8 @@ def channel_shift(images: torch.Tensor, intensity: float, generator: torch.Gener
     """Adds a random offset, uniform in [-intensity, intensity], to each channel of each image; clips to 0..255.
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = channel_shift(images.float(), 20.0, generator=g)
     """
     n, c = images.shape[:2]
@@ -371,6 +386,8 @@ def random_crop(images: torch.Tensor, padding: int, fill_mode: str = "constant",
         Images of the input's shape and dtype.
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = random_crop(images, 4, generator=g)   # CIFAR's classic "pad 4, crop 32"
     """
     if padding == 0:
@@ -379,7 +396,8 @@ def random_crop(images: torch.Tensor, padding: int, fill_mode: str = "constant",
     return _crop(images, padding, oy, ox, fill_mode, fill_value)
 
 
-def _crop_offsets(n: int, padding: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _crop_offsets(n: int, padding: int,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """`random_crop`'s draws: the crops' top-left corners in the padded images, rows then columns (CPU)."""
     oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
@@ -419,6 +437,8 @@ def random_erasing(images: torch.Tensor, p: float = 0.5, scale: tuple[float, flo
         float32 images; outside the rectangles they equal the input.
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = random_erasing(images.float(), p=0.5, generator=g)
     """
     x = images.float()
@@ -467,8 +487,11 @@ def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float = 0.2,
         `lam[i] * images[i] + (1 - lam[i]) * images[j]`, labels_a[i] = labels[i], labels_b[i] = labels[j].
 
     Example:
+        >>> images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
         >>> x, ya, yb, lam = mixup(images, labels, 0.2, generator=g)
-        >>> loss = mixed_cross_entropy(model(x), ya, yb, lam)
+        >>> loss = mixed_cross_entropy(model(x / 255), ya, yb, lam)
     """
     x = images.float()
     perm = to_device(torch.randperm(len(x), generator=generator), x.device)
@@ -494,6 +517,8 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0,
         (float images, labels_a, labels_b, lam of shape (N,)), as in `mixup`.
 
     Example:
+        >>> images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> x, ya, yb, lam = cutmix(images, labels, 1.0, generator=g)
     """
     x = images.float()
@@ -518,7 +543,11 @@ def mixed_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: 
     With lam all ones (no mixing) it equals `F.cross_entropy(logits, labels_a)`.
 
     Example:
-        >>> loss = mixed_cross_entropy(model(x), ya, yb, lam)
+        >>> logits, ya = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
+        >>> loss = mixed_cross_entropy(logits, ya, ya.flip(0), torch.full((4,), 0.7))
+        >>> plain = mixed_cross_entropy(logits, ya, ya, torch.ones(4))   # no mixing
+        >>> bool(torch.isclose(plain, F.cross_entropy(logits, ya)))
+        True
     """
     ce_a = F.cross_entropy(logits, labels_a, reduction="none", label_smoothing=label_smoothing)
     ce_b = F.cross_entropy(logits, labels_b, reduction="none", label_smoothing=label_smoothing)
@@ -544,7 +573,9 @@ class AugmentConfig:
         mixup: mixup's alpha; cutmix: cutmix's alpha. With both, each batch uses one of them at random.
 
     Example:
-        >>> AugmentConfig(rotation=10, width_shift=0.1, horizontal_flip=True, crop_padding=4)
+        >>> config = AugmentConfig(rotation=10, width_shift=0.1, horizontal_flip=True, crop_padding=4)
+        >>> config.affine
+        True
     """
 
     rotation: float = 0.0
@@ -582,9 +613,11 @@ class Augmenter:
         seed: seeds the Augmenter's own CPU generator; save `state_dict()` to resume exactly.
 
     Example:
+        >>> images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
         >>> augment = Augmenter(AugmentConfig(rotation=10, horizontal_flip=True, mixup=0.2), seed=0)
         >>> x, ya, yb, lam = augment(images, labels)     # x: float 0..255 on the images' device
-        >>> loss = mixed_cross_entropy(model(ds.normalize(x)), ya, yb, lam)
+        >>> loss = mixed_cross_entropy(model(x / 255), ya, yb, lam)   # normalise as the dataset does
     """
 
     def __init__(self, config: AugmentConfig | None = None, seed: int = 0, **kwargs):
@@ -636,9 +669,9 @@ class Augmenter:
             min_visibility: the least fraction of a moved box's area that must stay inside the image.
 
         Returns:
-            (float32 images, masks, boxes, kept): masks (N, H, W) of their dtype, boxes N tensors (K_i, 4), kept
-            N int64 tensors of the indices into `boxes[i]` kept (`labels[i][kept[i]]` follows them); None for
-            the targets not given.
+            (float32 images, masks, boxes, kept): masks (N, H, W) of their dtype, boxes N tensors (K_i, 4),
+            kept N int64 tensors of the indices into `boxes[i]` kept (`labels[i][kept[i]]` follows them);
+            None for the targets not given.
 
         Raises:
             ValueError: if the config mixes images (mixup, cutmix), or masks or boxes do not fit the images.
@@ -649,8 +682,8 @@ class Augmenter:
             >>> masks = torch.zeros(2, 32, 32, dtype=torch.uint8)
             >>> boxes = [torch.tensor([[4.0, 4.0, 12.0, 20.0], [40.0, 0.0, 50.0, 8.0]]), torch.zeros(0, 4)]
             >>> x, masks, boxes, kept = augment.with_targets(images, masks, boxes)
-            >>> x.shape, masks.shape, [len(b) for b in boxes], kept
-            (torch.Size([2, 3, 32, 32]), torch.Size([2, 32, 32]), [1, 0], [tensor([0]), tensor([], dtype=torch.int64)])
+            >>> x.shape, masks.shape, [len(b) for b in boxes], kept[0]    # the second box was outside
+            (torch.Size([2, 3, 32, 32]), torch.Size([2, 32, 32]), [1, 0], tensor([0]))
         """
         c = self.config
         if c.mixup > 0 or c.cutmix > 0:
