@@ -9,6 +9,11 @@ indexing, masks built by comparison. Images are floats on the 0..255 scale (uint
 Mixing (mixup, cutmix) returns `(images, labels_a, labels_b, lam)` with one `lam` per sample: the target of
 sample i is `lam[i]` of class `labels_a[i]` and `1 - lam[i]` of class `labels_b[i]`; `mixed_cross_entropy`
 computes the matching loss.
+
+Segmentation masks and detection boxes move with their images (`Augmenter.with_targets`, `warp_masks`,
+`warp_boxes`): the same crop offsets, flip flags and affine matrices move them; masks by nearest neighbour
+(labels are never blended), `ignore_index` where pixels come from outside the image; boxes (pixel xyxy) as the
+enclosing box of their moved corners, clipped to the image, dropped when pushed out, with the indices kept.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def _check_fill_mode(fill_mode: str) -> None:
 
 def affine_matrix(height: int, width: int, angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,
                   shear: torch.Tensor | None = None, zoom_x: torch.Tensor | None = None,
-                  zoom_y: torch.Tensor | None = None) -> torch.Tensor:
+                  zoom_y: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Per-sample matrices for `F.affine_grid` that move image content as described, about the centre.
 
     The content is zoomed, sheared, rotated, then shifted: a point at (x, y) pixels from the centre
@@ -61,13 +66,16 @@ def affine_matrix(height: int, width: int, angle: torch.Tensor, tx: torch.Tensor
         tx, ty: shift in pixels, positive = right / down (as torch.roll), shape (N,).
         shear: degrees; x moves by tan(shear) * y. Zero when None.
         zoom_x, zoom_y: scale factors, > 1 enlarges the content. One when None.
+        dtype: of the result; computed in float64 (float64 keeps boxes moved by `warp_boxes` exact).
 
     Returns:
-        float32 (N, 2, 3): output -> input sampling matrices in affine_grid's normalised coordinates.
+        (N, 2, 3): output -> input sampling matrices in affine_grid's normalised coordinates.
 
     Example:
+        >>> images = torch.rand(1, 3, 28, 28) * 255
         >>> theta = affine_matrix(28, 28, torch.tensor([90.0]), torch.zeros(1), torch.zeros(1))
-        >>> out = warp(images, theta)   # == torch.rot90(images, 1, dims=(2, 3)) up to rounding
+        >>> torch.allclose(warp(images, theta), torch.rot90(images, 1, dims=(2, 3)), atol=1e-2)
+        True
     """
     angle = torch.deg2rad(torch.as_tensor(angle, dtype=torch.float64))
     n = len(angle)
@@ -85,10 +93,11 @@ def affine_matrix(height: int, width: int, angle: torch.Tensor, tx: torch.Tensor
     half = torch.tensor([width / 2, height / 2], dtype=torch.float64)
     linear = inverse * half.view(1, 1, 2) / half.view(1, 2, 1)
     shift = -(inverse @ t.unsqueeze(-1)).squeeze(-1) / half
-    return torch.cat([linear, shift.unsqueeze(-1)], -1).float()
+    return torch.cat([linear, shift.unsqueeze(-1)], -1).to(dtype)
 
 
-def warp(images: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", fill_value: float = 0.0) -> torch.Tensor:
+def warp(images: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", fill_value: float = 0.0,
+         mode: str = "bilinear") -> torch.Tensor:
     """Applies one affine matrix per image (bilinear), filling the area from outside the image per `fill_mode`.
 
     Images whose matrix is the identity are returned untouched (bit for bit), not resampled.
@@ -99,12 +108,17 @@ def warp(images: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", 
         fill_mode: "constant" (fill_value), "nearest" (edge pixels repeated), "reflect" (mirrored at the
             edge, abcd|dcba) or "wrap" (the opposite edge, abcd|abcd).
         fill_value: the constant, on the images' scale.
+        mode: grid_sample's interpolation, "bilinear" or "nearest" (each output pixel copies the input pixel
+            that `warp_masks` reads for it).
 
     Returns:
         float32 images (N, C, H, W) on the images' device.
 
     Example:
-        >>> out = warp(images.float(), affine_matrix(32, 32, angles, tx, ty), "reflect")
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> angles, tx, ty = torch.full((8,), 15.0), torch.zeros(8), torch.ones(8)
+        >>> warp(images, affine_matrix(32, 32, angles, tx, ty), "reflect").shape
+        torch.Size([8, 3, 32, 32])
     """
     _check_fill_mode(fill_mode)
     x = images.float()
@@ -121,17 +135,172 @@ def warp(images: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", 
         # seam mixes the two opposite edges; the grid is rescaled to the padded image's coordinates.
         grid = torch.remainder(grid + 1, 2) - 1
         grid = grid * torch.tensor([w / (w + 2), h / (h + 2)], device=x.device)
-        out = F.grid_sample(F.pad(src, (1, 1, 1, 1), mode="circular"), grid, padding_mode="border",
+        out = F.grid_sample(F.pad(src, (1, 1, 1, 1), mode="circular"), grid, mode, padding_mode="border",
                             align_corners=False)
     else:
-        out = F.grid_sample(src, grid, padding_mode=FILL_MODES[fill_mode], align_corners=False)
+        out = F.grid_sample(src, grid, mode, padding_mode=FILL_MODES[fill_mode], align_corners=False)
         if fill_mode == "constant" and fill_value != 0:
             # grid_sample fills with zeros only; warping a ones mask tells how much of each pixel was outside.
-            inside = F.grid_sample(torch.ones_like(src[:, :1]), grid, padding_mode="zeros", align_corners=False)
+            inside = F.grid_sample(torch.ones_like(src[:, :1]), grid, mode, padding_mode="zeros",
+                                   align_corners=False)
             out = out + (1 - inside) * fill_value
     x = x.clone()
     x[moving] = out
     return x
+
+
+def warp_masks(masks: torch.Tensor, theta: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Moves integer label maps with their images: a matrix per mask, by nearest neighbour, never blended.
+
+    Each output pixel copies the input pixel that `warp(..., mode="nearest")` reads for it with the same
+    matrix; pixels that come from outside the mask get `ignore_index`. Masks whose matrix is the identity
+    are returned untouched.
+
+    Args:
+        masks: (N, H, W) integer label maps (uint8, int64, ...).
+        theta: (N, 2, 3) from `affine_matrix`, the images' matrices.
+        ignore_index: the label of pixels from outside (as in `F.cross_entropy(..., ignore_index=)`).
+
+    Returns:
+        (N, H, W) label maps of the masks' dtype and device.
+
+    Raises:
+        ValueError: if the masks are not (N, H, W) integers.
+
+    Example:
+        >>> mask = torch.tensor([[[1, 2], [3, 4]]], dtype=torch.uint8)
+        >>> warp_masks(mask, affine_matrix(2, 2, torch.tensor([90.0]), torch.zeros(1), torch.zeros(1)))
+        tensor([[[2, 4],
+                 [1, 3]]], dtype=torch.uint8)
+    """
+    _check_masks(masks)
+    n, h, w = masks.shape
+    dev = masks.device
+    theta = to_device(theta.to(torch.float32), dev)
+    moving = (theta - torch.eye(2, 3, device=dev).expand_as(theta)).abs().flatten(1).amax(1) > 1e-7
+    if not bool(moving.any()):
+        return masks
+    t = theta[moving]
+    m = len(t)
+    # Sample where each output pixel reads from: an "inside" channel and the source row and column (exact
+    # in float32), then gather the labels themselves, so that any integer dtype passes through unchanged.
+    rows = torch.arange(h, device=dev, dtype=torch.float32).view(1, 1, h, 1).expand(m, 1, h, w)
+    cols = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, 1, w).expand(m, 1, h, w)
+    src = torch.cat([torch.ones_like(rows), rows, cols], 1)
+    grid = F.affine_grid(t, [m, 1, h, w], align_corners=False)
+    read = F.grid_sample(src, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    inside = read[:, 0] > 0.5
+    labels = masks[moving][torch.arange(m, device=dev).view(-1, 1, 1), read[:, 1].long(), read[:, 2].long()]
+    out = masks.clone()
+    out[moving] = labels.masked_fill(~inside, ignore_index)
+    return out
+
+
+def warp_boxes(boxes: list[torch.Tensor], theta: torch.Tensor, height: int, width: int,
+               min_visibility: float = 0.0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Moves bounding boxes with their images: the enclosing box of each moved box, clipped to the image.
+
+    The 4 corners of each box go through the image's matrix (as `warp` moves the content), the axis-aligned
+    box around them is clipped to the image, and boxes left under 1 pixel wide or high, or with less than
+    `min_visibility` of the enclosing box's area inside the image, are dropped.
+
+    Args:
+        boxes: N float tensors (M_i, 4), pixel xyxy (x right, y down, x2 and y2 the exclusive edges, as
+            COCO and torchvision), one per image.
+        theta: (N, 2, 3) from `affine_matrix`, the images' matrices (float64 gives exact shifts and flips).
+        height, width: the image size.
+        min_visibility: the least fraction of a moved box's area that must stay inside the image.
+
+    Returns:
+        (boxes, kept): N tensors (K_i, 4) of the boxes' dtype, and N int64 tensors (K_i,) of the indices into
+        `boxes[i]` of the boxes kept, in order, so that their labels can follow (`labels[i][kept[i]]`).
+
+    Raises:
+        ValueError: if there are not N boxes tensors of shape (M_i, 4).
+
+    Example:
+        >>> theta = affine_matrix(8, 8, torch.zeros(1), torch.tensor([4.0]), torch.zeros(1))   # 4 px right
+        >>> warp_boxes([torch.tensor([[1.0, 1.0, 3.0, 3.0], [5.0, 0.0, 7.0, 2.0]])], theta, 8, 8)
+        ([tensor([[5., 1., 7., 3.]])], [tensor([0])])
+    """
+    moved = _Boxes(boxes, len(theta))
+    moved.move(_pixel_matrices(theta, height, width), height, width)
+    return moved.result(min_visibility)
+
+
+def _pixel_matrices(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """float64 (N, 2, 3) matrices that move a point of the input, in pixels, to where `warp` shows it."""
+    t = theta.to(torch.float64)
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=t.device).expand(len(t), 1, 3)
+    to_grid = torch.tensor([[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1]], dtype=torch.float64,
+                           device=t.device)
+    to_pixels = torch.tensor([[width / 2, 0, width / 2], [0, height / 2, height / 2], [0, 0, 1]],
+                             dtype=torch.float64, device=t.device)
+    return (to_pixels @ torch.linalg.inv(torch.cat([t, bottom], 1)) @ to_grid)[:, :2]
+
+
+def _check_masks(masks: torch.Tensor, shape: tuple[int, ...] | None = None) -> None:
+    if masks.is_floating_point() or masks.is_complex() or masks.dtype == torch.bool or masks.dim() != 3:
+        raise ValueError(f"masks must be (N, H, W) integer label maps, got {masks.dtype} "
+                         f"{tuple(masks.shape)}")
+    if shape is not None and tuple(masks.shape) != shape:
+        raise ValueError(f"masks must be (N, H, W) = {shape} like the images, got {tuple(masks.shape)}")
+
+
+class _Boxes:
+    """The boxes of a batch as one (M, 4) float64 tensor, moved step by step with their images.
+
+    `visible` is the part inside the image after each step (what a clipped crop or warp left), `whole` the
+    box moved without clipping (for `min_visibility`); `owner` and `index` say whose box each row is.
+    """
+
+    def __init__(self, boxes: list[torch.Tensor], n: int):
+        if len(boxes) != n or any(b.dim() != 2 or b.shape[-1] != 4 for b in boxes):
+            raise ValueError(f"boxes must be {n} tensors (M_i, 4), one per image, got "
+                             f"{[tuple(b.shape) for b in boxes]}")
+        self.dtype = boxes[0].dtype if n and boxes[0].is_floating_point() else torch.float32
+        dev = boxes[0].device if n else torch.device("cpu")
+        sizes = torch.tensor([len(b) for b in boxes], device=dev)
+        self.n = n
+        empty = torch.zeros(0, 4, dtype=torch.float64)
+        self.visible = torch.cat([b.to(dev, torch.float64) for b in boxes]) if n else empty
+        self.whole = self.visible
+        self.owner = torch.repeat_interleave(torch.arange(n, device=dev), sizes)
+        self.index = torch.cat([torch.arange(len(b), device=dev) for b in boxes]) if n else self.owner
+
+    @staticmethod
+    def _enclose(b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        x, y = b[:, [0, 2, 0, 2]], b[:, [1, 1, 3, 3]]  # the 4 corners
+        mx = m[:, 0, :1] * x + m[:, 0, 1:2] * y + m[:, 0, 2:]
+        my = m[:, 1, :1] * x + m[:, 1, 1:2] * y + m[:, 1, 2:]
+        return torch.stack([mx.amin(1), my.amin(1), mx.amax(1), my.amax(1)], 1)
+
+    def _keep(self, keep: torch.Tensor) -> None:
+        self.visible, self.whole = self.visible[keep], self.whole[keep]
+        self.owner, self.index = self.owner[keep], self.index[keep]
+
+    def move(self, matrix: torch.Tensor, height: int, width: int) -> None:
+        """Moves the boxes by per-image (N, 2, 3) pixel matrices, clips them, drops those under 1 px."""
+        m = matrix.to(self.visible.device, torch.float64)[self.owner]
+        limit = torch.tensor([width, height, width, height], dtype=torch.float64, device=m.device)
+        self.visible = torch.minimum(self._enclose(self.visible, m).clamp(min=0), limit)
+        self.whole = self._enclose(self.whole, m)
+        self._keep((self.visible[:, 2:] - self.visible[:, :2] >= 1 - 1e-6).all(1))
+
+    def result(self, min_visibility: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(boxes, kept) per image, dropping boxes with less than `min_visibility` of their area inside."""
+        if min_visibility > 0:
+            area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+            self._keep(area(self.visible) >= min_visibility * area(self.whole) - 1e-9)
+        counts = torch.bincount(self.owner, minlength=self.n).tolist()
+        return list(self.visible.to(self.dtype).split(counts)), list(self.index.split(counts))
+
+
+def _flip_flags(n: int, horizontal: bool, vertical: bool,
+                generator: torch.Generator | None) -> list[tuple[torch.Tensor, int]]:
+    """Which images flip (CPU bool (N,)) along which dim: horizontal (-1) then vertical (-2), a draw each."""
+    return [(torch.rand(n, generator=generator) < 0.5, dim)
+            for flag, dim in ((horizontal, -1), (vertical, -2)) if flag]
 
 
 def random_flip(images: torch.Tensor, horizontal: bool = True, vertical: bool = False,
@@ -139,14 +308,26 @@ def random_flip(images: torch.Tensor, horizontal: bool = True, vertical: bool = 
     """Flips each image with probability 1/2, left-right and/or up-down (exactly, with torch.flip).
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
         >>> out = random_flip(images, horizontal=True, generator=torch.Generator().manual_seed(0))
     """
     x = images
-    for flag, dim in ((horizontal, -1), (vertical, -2)):
-        if flag:
-            mask = to_device(torch.rand(len(x), generator=generator) < 0.5, x.device).view(-1, 1, 1, 1)
-            x = torch.where(mask, x.flip(dim), x)
+    for flip, dim in _flip_flags(len(x), horizontal, vertical, generator):
+        x = torch.where(to_device(flip, x.device).view(-1, 1, 1, 1), x.flip(dim), x)
     return x
+
+
+def _random_theta(n: int, h: int, w: int, rotation: float, width_shift: float, height_shift: float,
+                  shear: float, zoom: float | tuple[float, float],
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """`random_affine`'s draws, in its order, as float64 matrices (`.float()`: the ones it warps with)."""
+    low, high = (1 - zoom, 1 + zoom) if isinstance(zoom, int | float) else zoom
+    sx = width_shift * w if width_shift < 1 else width_shift
+    sy = height_shift * h if height_shift < 1 else height_shift
+    return affine_matrix(h, w, _uniform(n, -rotation, rotation, generator), _uniform(n, -sx, sx, generator),
+                         _uniform(n, -sy, sy, generator), _uniform(n, -shear, shear, generator),
+                         _uniform(n, low, high, generator), _uniform(n, low, high, generator),
+                         dtype=torch.float64)
 
 
 def random_affine(images: torch.Tensor, *, rotation: float = 0.0, width_shift: float = 0.0,
@@ -168,22 +349,21 @@ def random_affine(images: torch.Tensor, *, rotation: float = 0.0, width_shift: f
         float32 images.
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = random_affine(images, rotation=10, width_shift=0.1, zoom=0.1, generator=g)
     """
     n, _, h, w = images.shape
-    low, high = (1 - zoom, 1 + zoom) if isinstance(zoom, int | float) else zoom
-    sx = width_shift * w if width_shift < 1 else width_shift
-    sy = height_shift * h if height_shift < 1 else height_shift
-    theta = affine_matrix(h, w, _uniform(n, -rotation, rotation, generator), _uniform(n, -sx, sx, generator),
-                          _uniform(n, -sy, sy, generator), _uniform(n, -shear, shear, generator),
-                          _uniform(n, low, high, generator), _uniform(n, low, high, generator))
-    return warp(images, theta, fill_mode, fill_value)
+    theta = _random_theta(n, h, w, rotation, width_shift, height_shift, shear, zoom, generator)
+    return warp(images, theta.float(), fill_mode, fill_value)
 
 
 def channel_shift(images: torch.Tensor, intensity: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Adds a random offset, uniform in [-intensity, intensity], to each channel of each image; clips to 0..255.
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = channel_shift(images.float(), 20.0, generator=g)
     """
     n, c = images.shape[:2]
@@ -206,17 +386,33 @@ def random_crop(images: torch.Tensor, padding: int, fill_mode: str = "constant",
         Images of the input's shape and dtype.
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = random_crop(images, 4, generator=g)   # CIFAR's classic "pad 4, crop 32"
     """
     if padding == 0:
         return images
+    oy, ox = _crop_offsets(len(images), padding, generator)
+    return _crop(images, padding, oy, ox, fill_mode, fill_value)
+
+
+def _crop_offsets(n: int, padding: int,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`random_crop`'s draws: the crops' top-left corners in the padded images, rows then columns (CPU)."""
+    oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    return oy, ox
+
+
+def _crop(images: torch.Tensor, padding: int, oy: torch.Tensor, ox: torch.Tensor, fill_mode: str,
+          fill_value: float) -> torch.Tensor:
+    """Pads (N, C, H, W) by `padding` per `fill_mode` and crops H x W at rows oy.., columns ox.. of each."""
     n, c, h, w = images.shape
     x = images.float() if fill_mode in ("reflect", "nearest") and not images.is_floating_point() else images
     pad = (padding,) * 4
     padded = F.pad(x, pad, value=fill_value) if fill_mode == "constant" else F.pad(x, pad, mode=_PAD_MODES[fill_mode])
     dev = images.device
-    oy = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), dev)
-    ox = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), dev)
+    oy, ox = to_device(oy, dev), to_device(ox, dev)
     rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
     cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
     out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
@@ -241,6 +437,8 @@ def random_erasing(images: torch.Tensor, p: float = 0.5, scale: tuple[float, flo
         float32 images; outside the rectangles they equal the input.
 
     Example:
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = random_erasing(images.float(), p=0.5, generator=g)
     """
     x = images.float()
@@ -289,8 +487,11 @@ def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float = 0.2,
         `lam[i] * images[i] + (1 - lam[i]) * images[j]`, labels_a[i] = labels[i], labels_b[i] = labels[j].
 
     Example:
+        >>> images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
         >>> x, ya, yb, lam = mixup(images, labels, 0.2, generator=g)
-        >>> loss = mixed_cross_entropy(model(x), ya, yb, lam)
+        >>> loss = mixed_cross_entropy(model(x / 255), ya, yb, lam)
     """
     x = images.float()
     perm = to_device(torch.randperm(len(x), generator=generator), x.device)
@@ -316,6 +517,8 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0,
         (float images, labels_a, labels_b, lam of shape (N,)), as in `mixup`.
 
     Example:
+        >>> images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> x, ya, yb, lam = cutmix(images, labels, 1.0, generator=g)
     """
     x = images.float()
@@ -340,7 +543,11 @@ def mixed_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: 
     With lam all ones (no mixing) it equals `F.cross_entropy(logits, labels_a)`.
 
     Example:
-        >>> loss = mixed_cross_entropy(model(x), ya, yb, lam)
+        >>> logits, ya = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
+        >>> loss = mixed_cross_entropy(logits, ya, ya.flip(0), torch.full((4,), 0.7))
+        >>> plain = mixed_cross_entropy(logits, ya, ya, torch.ones(4))   # no mixing
+        >>> bool(torch.isclose(plain, F.cross_entropy(logits, ya)))
+        True
     """
     ce_a = F.cross_entropy(logits, labels_a, reduction="none", label_smoothing=label_smoothing)
     ce_b = F.cross_entropy(logits, labels_b, reduction="none", label_smoothing=label_smoothing)
@@ -366,7 +573,9 @@ class AugmentConfig:
         mixup: mixup's alpha; cutmix: cutmix's alpha. With both, each batch uses one of them at random.
 
     Example:
-        >>> AugmentConfig(rotation=10, width_shift=0.1, horizontal_flip=True, crop_padding=4)
+        >>> config = AugmentConfig(rotation=10, width_shift=0.1, horizontal_flip=True, crop_padding=4)
+        >>> config.affine
+        True
     """
 
     rotation: float = 0.0
@@ -396,16 +605,19 @@ class AugmentConfig:
 class Augmenter:
     """Applies an `AugmentConfig` to batches, reproducibly: same seed, same batches -> same output.
 
-    Order: random crop, flips, affine, channel shift, erasing, then mixup or cutmix.
+    Order: random crop, flips, affine, channel shift, erasing, then mixup or cutmix. `with_targets` moves
+    segmentation masks and bounding boxes with their images through the crop, flips and affine.
 
     Args:
         config: an AugmentConfig (or keyword arguments for one).
         seed: seeds the Augmenter's own CPU generator; save `state_dict()` to resume exactly.
 
     Example:
+        >>> images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
         >>> augment = Augmenter(AugmentConfig(rotation=10, horizontal_flip=True, mixup=0.2), seed=0)
         >>> x, ya, yb, lam = augment(images, labels)     # x: float 0..255 on the images' device
-        >>> loss = mixed_cross_entropy(model(ds.normalize(x)), ya, yb, lam)
+        >>> loss = mixed_cross_entropy(model(x / 255), ya, yb, lam)   # normalise as the dataset does
     """
 
     def __init__(self, config: AugmentConfig | None = None, seed: int = 0, **kwargs):
@@ -428,21 +640,106 @@ class Augmenter:
             (float32 images, labels_a, labels_b, lam (N,)); without mixing labels_b = labels_a and lam = 1.
         """
         c, g = self.config, self.generator
-        x = random_crop(images, c.crop_padding, c.fill_mode, c.fill_value, g).float()
-        x = random_flip(x, c.horizontal_flip, c.vertical_flip, g)
-        if c.affine:
-            x = random_affine(x, rotation=c.rotation, width_shift=c.width_shift, height_shift=c.height_shift,
-                              shear=c.shear, zoom=c.zoom, fill_mode=c.fill_mode, fill_value=c.fill_value, generator=g)
-        if c.channel_shift:
-            x = channel_shift(x, c.channel_shift, g)
-        if c.erasing:
-            x = random_erasing(x, c.erasing, generator=g)
+        x = self._photometric(self._geometric(images)[0])
         use_cutmix = c.cutmix > 0 and (c.mixup <= 0 or bool(torch.rand(1, generator=g) < 0.5))
         if use_cutmix:
             return cutmix(x, labels, c.cutmix, g)
         if c.mixup > 0:
             return mixup(x, labels, c.mixup, g)
         return x, labels, labels, torch.ones(len(x), device=x.device)
+
+    def with_targets(self, images: torch.Tensor, masks: torch.Tensor | None = None,
+                     boxes: list[torch.Tensor] | None = None, *, ignore_index: int = 255,
+                     min_visibility: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                           list[torch.Tensor] | None, list[torch.Tensor] | None]:
+        """Augments a batch of a segmentation or detection task: masks and boxes move with their images.
+
+        The images come out exactly as from `__call__` with the same generator state (the same draws, in the
+        same order). The random crop, flips and affine warp move the masks and boxes with the same offsets,
+        flags and matrices: masks by nearest neighbour (`warp_masks`), pixels from outside the image (the crop
+        padding, the warp's fill) labelled `ignore_index`, whatever `fill_mode` shows in the image; boxes as
+        `warp_boxes` does, enclosing boxes clipped to the image, dropped when left under 1 pixel or under
+        `min_visibility`. Channel shift and erasing leave the targets alone.
+
+        Args:
+            images: (N, C, H, W), uint8 or float on the 0..255 scale.
+            masks: (N, H, W) integer label maps, or None.
+            boxes: N float tensors (M_i, 4) in pixel xyxy (x2, y2 exclusive edges), or None.
+            ignore_index: the mask label of pixels from outside the image.
+            min_visibility: the least fraction of a moved box's area that must stay inside the image.
+
+        Returns:
+            (float32 images, masks, boxes, kept): masks (N, H, W) of their dtype, boxes N tensors (K_i, 4),
+            kept N int64 tensors of the indices into `boxes[i]` kept (`labels[i][kept[i]]` follows them);
+            None for the targets not given.
+
+        Raises:
+            ValueError: if the config mixes images (mixup, cutmix), or masks or boxes do not fit the images.
+
+        Example:
+            >>> augment = Augmenter(AugmentConfig(horizontal_flip=True, rotation=10), seed=0)
+            >>> images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+            >>> masks = torch.zeros(2, 32, 32, dtype=torch.uint8)
+            >>> boxes = [torch.tensor([[4.0, 4.0, 12.0, 20.0], [40.0, 0.0, 50.0, 8.0]]), torch.zeros(0, 4)]
+            >>> x, masks, boxes, kept = augment.with_targets(images, masks, boxes)
+            >>> x.shape, masks.shape, [len(b) for b in boxes], kept[0]    # the second box was outside
+            (torch.Size([2, 3, 32, 32]), torch.Size([2, 32, 32]), [1, 0], tensor([0]))
+        """
+        c = self.config
+        if c.mixup > 0 or c.cutmix > 0:
+            raise ValueError("mixup/cutmix mix labels of classification; not with masks/boxes")
+        if masks is not None:
+            _check_masks(masks, (len(images), *images.shape[2:]))
+        x, masks, boxes, kept = self._geometric(images, masks, boxes, ignore_index, min_visibility)
+        return self._photometric(x), masks, boxes, kept
+
+    def _geometric(self, images: torch.Tensor, masks: torch.Tensor | None = None,
+                   boxes: list[torch.Tensor] | None = None, ignore_index: int = 255, min_visibility: float = 0.0):
+        """Random crop, flips and affine of the images (float32), their masks and boxes, as configured."""
+        c, g = self.config, self.generator
+        n, _, h, w = images.shape
+        moved = None if boxes is None else _Boxes(boxes, n)
+        x = images
+        if c.crop_padding:
+            p = c.crop_padding
+            oy, ox = _crop_offsets(n, p, g)
+            x = _crop(images, p, oy, ox, c.fill_mode, c.fill_value)
+            if masks is not None:
+                masks = _crop(masks[:, None], p, oy, ox, "constant", ignore_index)[:, 0]
+            if moved is not None:
+                shift = torch.eye(2, 3, dtype=torch.float64).repeat(n, 1, 1)
+                shift[:, 0, 2], shift[:, 1, 2] = p - ox, p - oy
+                moved.move(shift, h, w)
+        x = x.float()
+        matrix = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1) if moved is not None else None  # for boxes
+        for flip, dim in _flip_flags(n, c.horizontal_flip, c.vertical_flip, g):
+            x = torch.where(to_device(flip, x.device).view(-1, 1, 1, 1), x.flip(dim), x)
+            if masks is not None:
+                masks = torch.where(to_device(flip, masks.device).view(-1, 1, 1), masks.flip(dim), masks)
+            if moved is not None:
+                axis = 0 if dim == -1 else 1
+                matrix[flip, axis, axis], matrix[flip, axis, 2] = -1.0, float(w if axis == 0 else h)
+        if c.affine:
+            theta = _random_theta(n, h, w, c.rotation, c.width_shift, c.height_shift, c.shear, c.zoom, g)
+            x = warp(x, theta.float(), c.fill_mode, c.fill_value)
+            if masks is not None:
+                masks = warp_masks(masks, theta.float(), ignore_index)
+            if moved is not None:
+                bottom = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(n, 1, 3)
+                matrix = torch.cat([_pixel_matrices(theta, h, w), bottom], 1) @ matrix
+        if moved is None:
+            return x, masks, None, None
+        moved.move(matrix[:, :2], h, w)
+        return (x, masks, *moved.result(min_visibility))
+
+    def _photometric(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel shift and erasing, as configured (they move nothing)."""
+        c, g = self.config, self.generator
+        if c.channel_shift:
+            x = channel_shift(x, c.channel_shift, g)
+        if c.erasing:
+            x = random_erasing(x, c.erasing, generator=g)
+        return x
 
     def state_dict(self) -> dict:
         """The generator's state, to save with a checkpoint."""
