@@ -66,8 +66,11 @@ def affine_matrix(height: int, width: int, angle: torch.Tensor, tx: torch.Tensor
         float32 (N, 2, 3): output -> input sampling matrices in affine_grid's normalised coordinates.
 
     Example:
-        >>> theta = affine_matrix(28, 28, torch.tensor([90.0]), torch.zeros(1), torch.zeros(1))
-        >>> out = warp(images, theta)   # == torch.rot90(images, 1, dims=(2, 3)) up to rounding
+        >>> images = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+        >>> theta = affine_matrix(4, 4, torch.tensor([90.0]), torch.zeros(1), torch.zeros(1))
+        >>> out = warp(images, theta)
+        >>> torch.allclose(out, torch.rot90(images, 1, dims=(2, 3)).float(), atol=1e-4)   # up to rounding
+        True
     """
     angle = torch.deg2rad(torch.as_tensor(angle, dtype=torch.float64))
     n = len(angle)
@@ -104,7 +107,13 @@ def warp(images: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", 
         float32 images (N, C, H, W) on the images' device.
 
     Example:
-        >>> out = warp(images.float(), affine_matrix(32, 32, angles, tx, ty), "reflect")
+        >>> images = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> theta = affine_matrix(4, 4, torch.zeros(1), tx=torch.tensor([1.0]), ty=torch.zeros(1))
+        >>> warp(images, theta, "reflect")        # one pixel right; the left column is mirrored in
+        tensor([[[[ 0.,  0.,  1.,  2.],
+                  [ 4.,  4.,  5.,  6.],
+                  [ 8.,  8.,  9., 10.],
+                  [12., 12., 13., 14.]]]])
     """
     _check_fill_mode(fill_mode)
     x = images.float()
@@ -139,7 +148,10 @@ def random_flip(images: torch.Tensor, horizontal: bool = True, vertical: bool = 
     """Flips each image with probability 1/2, left-right and/or up-down (exactly, with torch.flip).
 
     Example:
-        >>> out = random_flip(images, horizontal=True, generator=torch.Generator().manual_seed(0))
+        >>> images = torch.arange(6).view(2, 1, 1, 3)
+        >>> random_flip(images, horizontal=True, generator=torch.Generator().manual_seed(0)).flatten(1)
+        tensor([[2, 1, 0],
+                [3, 4, 5]])
     """
     x = images
     for flag, dim in ((horizontal, -1), (vertical, -2)):
@@ -168,7 +180,10 @@ def random_affine(images: torch.Tensor, *, rotation: float = 0.0, width_shift: f
         float32 images.
 
     Example:
+        >>> images, g = torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.Generator().manual_seed(0)
         >>> out = random_affine(images, rotation=10, width_shift=0.1, zoom=0.1, generator=g)
+        >>> out.shape, out.dtype
+        (torch.Size([8, 3, 32, 32]), torch.float32)
     """
     n, _, h, w = images.shape
     low, high = (1 - zoom, 1 + zoom) if isinstance(zoom, int | float) else zoom
@@ -184,7 +199,10 @@ def channel_shift(images: torch.Tensor, intensity: float, generator: torch.Gener
     """Adds a random offset, uniform in [-intensity, intensity], to each channel of each image; clips to 0..255.
 
     Example:
-        >>> out = channel_shift(images.float(), 20.0, generator=g)
+        >>> images, g = torch.full((2, 3, 4, 4), 100.0), torch.Generator().manual_seed(0)
+        >>> channel_shift(images, 20.0, generator=g)[:, :, 0, 0]     # one offset per image and channel
+        tensor([[ 99.8503, 110.7289,  83.5391],
+                [ 85.2812,  92.2969, 105.3631]])
     """
     n, c = images.shape[:2]
     shift = (torch.rand(n, c, 1, 1, generator=generator) * 2 - 1) * intensity
@@ -206,7 +224,10 @@ def random_crop(images: torch.Tensor, padding: int, fill_mode: str = "constant",
         Images of the input's shape and dtype.
 
     Example:
+        >>> images, g = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.Generator().manual_seed(0)
         >>> out = random_crop(images, 4, generator=g)   # CIFAR's classic "pad 4, crop 32"
+        >>> out.shape, out.dtype
+        (torch.Size([8, 3, 32, 32]), torch.uint8)
     """
     if padding == 0:
         return images
@@ -241,7 +262,10 @@ def random_erasing(images: torch.Tensor, p: float = 0.5, scale: tuple[float, flo
         float32 images; outside the rectangles they equal the input.
 
     Example:
-        >>> out = random_erasing(images.float(), p=0.5, generator=g)
+        >>> images, g = torch.full((8, 1, 28, 28), 255.0), torch.Generator().manual_seed(0)
+        >>> out = random_erasing(images, p=0.5, generator=g)
+        >>> (out != 255).flatten(1).any(1)           # which images got a rectangle
+        tensor([False,  True, False, False, False, False,  True,  True])
     """
     x = images.float()
     n, c, h, w = x.shape
@@ -289,8 +313,11 @@ def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float = 0.2,
         `lam[i] * images[i] + (1 - lam[i]) * images[j]`, labels_a[i] = labels[i], labels_b[i] = labels[j].
 
     Example:
-        >>> x, ya, yb, lam = mixup(images, labels, 0.2, generator=g)
-        >>> loss = mixed_cross_entropy(model(x), ya, yb, lam)
+        >>> images, labels = torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 2, 3])
+        >>> x, ya, yb, lam = mixup(images, labels, 0.2, generator=torch.Generator().manual_seed(0))
+        >>> ya, yb, lam.round(decimals=2)            # image i is lam[i] * images[i] + (1 - lam[i]) * images[yb[i]]
+        (tensor([0, 1, 2, 3]), tensor([0, 1, 3, 2]), tensor([0.3500, 0.9900, 0.0000, 0.0200]))
+        >>> loss = mixed_cross_entropy(convkit.create_model("fastcnn")(x), ya, yb, lam)
     """
     x = images.float()
     perm = to_device(torch.randperm(len(x), generator=generator), x.device)
@@ -316,7 +343,10 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0,
         (float images, labels_a, labels_b, lam of shape (N,)), as in `mixup`.
 
     Example:
-        >>> x, ya, yb, lam = cutmix(images, labels, 1.0, generator=g)
+        >>> images, labels = torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 2, 3])
+        >>> x, ya, yb, lam = cutmix(images, labels, 1.0, generator=torch.Generator().manual_seed(0))
+        >>> yb, lam                                  # lam: the share of each image kept
+        (tensor([0, 1, 3, 2]), tensor([0.6365, 0.8571, 0.4694, 0.6173]))
     """
     x = images.float()
     n, _, h, w = x.shape
@@ -340,7 +370,13 @@ def mixed_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: 
     With lam all ones (no mixing) it equals `F.cross_entropy(logits, labels_a)`.
 
     Example:
-        >>> loss = mixed_cross_entropy(model(x), ya, yb, lam)
+        >>> logits, labels = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1])
+        >>> mixed_cross_entropy(logits, labels, labels.flip(0), torch.tensor([1.0, 1.0]))   # no mixing
+        tensor(0.1269)
+        >>> F.cross_entropy(logits, labels)
+        tensor(0.1269)
+        >>> mixed_cross_entropy(logits, labels, labels.flip(0), torch.tensor([0.5, 0.5]))   # half each
+        tensor(1.1269)
     """
     ce_a = F.cross_entropy(logits, labels_a, reduction="none", label_smoothing=label_smoothing)
     ce_b = F.cross_entropy(logits, labels_b, reduction="none", label_smoothing=label_smoothing)
@@ -366,7 +402,9 @@ class AugmentConfig:
         mixup: mixup's alpha; cutmix: cutmix's alpha. With both, each batch uses one of them at random.
 
     Example:
-        >>> AugmentConfig(rotation=10, width_shift=0.1, horizontal_flip=True, crop_padding=4)
+        >>> config = AugmentConfig(rotation=10, width_shift=0.1, horizontal_flip=True, crop_padding=4)
+        >>> config.affine, Augmenter(config)
+        (True, Augmenter(rotation=10, width_shift=0.1, horizontal_flip=True, crop_padding=4))
     """
 
     rotation: float = 0.0
@@ -404,8 +442,12 @@ class Augmenter:
 
     Example:
         >>> augment = Augmenter(AugmentConfig(rotation=10, horizontal_flip=True, mixup=0.2), seed=0)
+        >>> ds = convkit.data.load_default("test")
+        >>> images, labels = ds.images[:64], ds.labels[:64]
         >>> x, ya, yb, lam = augment(images, labels)     # x: float 0..255 on the images' device
-        >>> loss = mixed_cross_entropy(model(ds.normalize(x)), ya, yb, lam)
+        >>> x.dtype, x.shape, float(x.min()) >= 0, float(x.max()) <= 255
+        (torch.float32, torch.Size([64, 1, 28, 28]), True, True)
+        >>> loss = mixed_cross_entropy(convkit.create_model("fastcnn")(ds.normalize(x)), ya, yb, lam)
     """
 
     def __init__(self, config: AugmentConfig | None = None, seed: int = 0, **kwargs):
