@@ -10,7 +10,7 @@ torch.Size([1, 10])
 >>> net = convkit.Sequential([convkit.layers.Conv2d(32, 5), convkit.layers.Dense(10)], input_shape=(1, 28, 28))
 >>> net.shapes
 OrderedDict([('conv1', (32, 24, 24)), ('fc1', (10,))])
->>> print(convkit.summary(net))                 # shapes, parameters, multiply-adds, memory: without running it
+>>> print(convkit.summary(net))     # shapes, parameters, multiply-adds, memory, without running it
 convkit summary: Sequential  input 1x28x28  float32  batch 1  optimizer sgd
 ---------------------------------------------------------------------------------------------
 Layer  Type    Kernel/S/P  Output     Params     MACs      Act.     Saved  RF size/jump/start

@@ -3,7 +3,8 @@
 >>> from convkit.data import load_dataset, Augmenter, AugmentConfig
 >>> train = load_dataset("default")                          # 6,000 Fashion-MNIST images shipped with convkit
 >>> train
-ImageTensorDataset(6000 images of (1, 28, 28), 10 classes, device cpu, source 'fashion-mnist-small (built in, train)')
+ImageTensorDataset(6000 images of (1, 28, 28), 10 classes, device cpu,
+                   source 'fashion-mnist-small (built in, train)')
 >>> test = load_dataset("cifar10", "test", download=True)    # official source, checksummed  # doctest: +SKIP
 >>> photos = image_folder("photos")                          # photos/daisy/*.png, photos/rose/*.png
 >>> pets = load_dataset("photos", image_size=(64, 64))       # one subfolder per class

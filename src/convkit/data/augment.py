@@ -224,7 +224,8 @@ def random_crop(images: torch.Tensor, padding: int, fill_mode: str = "constant",
         Images of the input's shape and dtype.
 
     Example:
-        >>> images, g = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.Generator().manual_seed(0)
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
         >>> out = random_crop(images, 4, generator=g)   # CIFAR's classic "pad 4, crop 32"
         >>> out.shape, out.dtype
         (torch.Size([8, 3, 32, 32]), torch.uint8)
@@ -315,7 +316,7 @@ def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float = 0.2,
     Example:
         >>> images, labels = torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 2, 3])
         >>> x, ya, yb, lam = mixup(images, labels, 0.2, generator=torch.Generator().manual_seed(0))
-        >>> ya, yb, lam.round(decimals=2)            # image i is lam[i] * images[i] + (1 - lam[i]) * images[yb[i]]
+        >>> ya, yb, lam.round(decimals=2)        # x[i] = lam[i] * images[i] + (1 - lam[i]) * images[yb[i]]
         (tensor([0, 1, 2, 3]), tensor([0, 1, 3, 2]), tensor([0.3500, 0.9900, 0.0000, 0.0200]))
         >>> loss = mixed_cross_entropy(convkit.create_model("fastcnn")(x), ya, yb, lam)
     """

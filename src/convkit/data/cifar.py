@@ -73,14 +73,15 @@ def safe_unpickle(path: str | os.PathLike) -> object:
     Example:
         >>> import os, pickle
         >>> from pathlib import Path
-        >>> _ = Path("batch").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [3, 5]}))
+        >>> batch = {"data": np.zeros((2, 3072), np.uint8), "labels": [3, 5]}
+        >>> _ = Path("batch").write_bytes(pickle.dumps(batch))
         >>> safe_unpickle("batch")["labels"]
         [3, 5]
         >>> _ = Path("evil").write_bytes(pickle.dumps(os.system))     # a pickle that would call a function
         >>> safe_unpickle("evil")
         Traceback (most recent call last):
             ...
-        convkit.data.errors.DataFormatError: evil: refused to unpickle global ...system: a CIFAR batch needs ...
+        convkit.data.errors.DataFormatError: evil: refused to unpickle global ...system: ...
     """
     path = Path(path)
     with open(path, "rb") as f:

@@ -58,14 +58,14 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, sha25
     Example:
         >>> from pathlib import Path
         >>> _ = Path("hello.txt").write_bytes(b"hello")
-        >>> url = Path("hello.txt").resolve().as_uri()        # file://...; http(s) URLs are fetched the same way
+        >>> url = Path("hello.txt").resolve().as_uri()   # file://...; http(s) URLs work the same way
         >>> download(url, "data/hello.txt", md5="5d41402abc4b2a76b9719d911017c592", progress=False)
         PosixPath('data/hello.txt')
         >>> download(url, "data/other.txt", md5="0" * 32, progress=False)
         Traceback (most recent call last):
             ...
-        convkit.data.errors.DownloadError: file:///.../hello.txt: md5 checksum mismatch: expected 00000000000000000000000000000000,
-        got 5d41402abc4b2a76b9719d911017c592; the file was discarded ...
+        convkit.data.errors.DownloadError: file:///.../hello.txt: md5 checksum mismatch:
+        expected 00000000000000000000000000000000, got 5d41402abc4b2a76b9719d911017c592; the file was discarded ...
         >>> Path("data/other.txt").exists()                     # nothing left behind
         False
     """

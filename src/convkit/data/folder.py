@@ -111,7 +111,7 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[s
         DataFormatError: the folder has no class subfolders.
 
     Example:
-        >>> root = image_folder("flowers", per_class=2)               # flowers/daisy/*.png, flowers/rose/*.png
+        >>> root = image_folder("flowers", per_class=2)     # flowers/daisy/*.png, flowers/rose/*.png
         >>> (root / "tulip").mkdir()
         >>> samples, classes, empty = scan_folder("flowers")
         >>> [(path.as_posix(), label) for path, label in samples], classes, empty

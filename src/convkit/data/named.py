@@ -36,7 +36,8 @@ class NamedDataset:
         torchvision_folder: the folder torchvision keeps it in under a root (e.g. "FashionMNIST/raw").
 
     Example:
-        >>> toy = NamedDataset("toy", "idx", ("a", "b"), ("http://127.0.0.1:8000/",), {"train": (("x.gz", "..."),)})
+        >>> toy = NamedDataset("toy", "idx", ("a", "b"), ("http://127.0.0.1:8000/",),
+        ...                    {"train": (("x.gz", "9dd4e461268c8034f5c8564e155c67a6"),)})
         >>> toy.name, toy.classes
         ('toy', ('a', 'b'))
     """

@@ -6,7 +6,7 @@ most excites a filter or class. What a kernel does: the lectures' kernels applie
 convolution animated cell by cell. And a run's whole story on one HTML page.
 
 >>> from convkit.explain import load_explainable, load_image, save_attribution, save_animation, ConvGeometry
->>> tiny_run                            # a run folder: convkit.train(epochs=1, limit=128, ...).run_dir
+>>> tiny_run                            # a run folder: convkit.train(epochs=1, limit=128).run_dir
 PosixPath('.../fastcnn-tiny')
 >>> ex = load_explainable(tiny_run)     # or a zoo name ("fastcnn", untrained), a checkpoint, a model file
 >>> ex.input_shape, ex.classes[7]

@@ -321,7 +321,7 @@ def explain_image(explainable: Explainable, image: torch.Tensor, method: str, ta
 
     Example:
         >>> from convkit.explain import load_explainable
-        >>> ex = load_explainable(tiny_run)     # a run folder: convkit.train(epochs=1, limit=128, ...).run_dir
+        >>> ex = load_explainable(tiny_run)   # a run folder: convkit.train(epochs=1, limit=128).run_dir
         >>> shoe = convkit.data.load_default("test").images[5]     # a sneaker, uint8 (1, 28, 28)
         >>> r = explain_image(ex, shoe, "occlusion")
         >>> r.method, r.heatmap.shape, r.predicted_name in ex.classes, r.target == r.predicted
@@ -388,7 +388,7 @@ def save_attribution(explainable: Explainable, image: torch.Tensor, method: str,
     Example:
         >>> from PIL import Image
         >>> from convkit.explain import load_explainable, load_image
-        >>> ex = load_explainable(tiny_run)     # a run folder: convkit.train(epochs=1, limit=128, ...).run_dir
+        >>> ex = load_explainable(tiny_run)   # a run folder: convkit.train(epochs=1, limit=128).run_dir
         >>> Image.fromarray(convkit.data.load_default("test").images[5, 0].numpy()).save("shoe.png")
         >>> save_attribution(ex, load_image("shoe.png", ex.input_shape), "gradcam", "gradcam.png")
         PosixPath('gradcam.png')

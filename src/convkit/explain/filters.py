@@ -144,7 +144,8 @@ def save_filters(model, path: str | os.PathLike, layer: str | None = None, *, no
 
     Example:
         >>> from convkit.explain import load_explainable
-        >>> save_filters(load_explainable("fastcnn"), "filters.png", "features.stage1.0.conv")   # or a run folder
+        >>> ex = load_explainable("fastcnn")     # untrained; or a run folder
+        >>> save_filters(ex, "filters.png", "features.stage1.0.conv")
         PosixPath('filters.png')
     """
     info = filter_layout(model, layer, max_filters=max_filters, max_channels=max_channels, rgb=rgb)
