@@ -160,7 +160,8 @@ def fetch(spec: NamedDataset, split: str, target: Path, progress: bool = True) -
         >>> fetch(REGISTRY["mnist"], "test", Path("data/mnist"))   # from the internet  # doctest: +SKIP
         PosixPath('data/mnist')
         >>> from convkit.data.download import file_digest               # the same from a local mirror:
-        >>> _ = Path("mirror").mkdir(), Path("mirror/x.gz").write_bytes(b"x")
+        >>> Path("mirror").mkdir()
+        >>> _ = Path("mirror/x.gz").write_bytes(b"x")
         >>> local = NamedDataset("toy", "idx", ("a", "b"), (Path("mirror").resolve().as_uri() + "/",),
         ...                      {"test": (("x.gz", file_digest("mirror/x.gz", "md5")),)})
         >>> fetch(local, "test", Path("data/toy"), progress=False)
