@@ -2,10 +2,22 @@
 
 >>> from convkit.data import load_dataset, Augmenter, AugmentConfig
 >>> train = load_dataset("default")                          # 6,000 Fashion-MNIST images shipped with convkit
->>> test = load_dataset("cifar10", "test", download=True)    # official source, checksummed
->>> pets = load_dataset("photos/", image_size=(64, 64))     # one subfolder per class
->>> test, what = load_eval_data("photos/", classes=model_classes)   # what a model is evaluated on
->>> for images, labels in train.to("cuda").batches(128, seed=0, epoch=0): ...
+>>> train
+ImageTensorDataset(6000 images of (1, 28, 28), 10 classes, device cpu,
+                   source 'fashion-mnist-small (built in, train)')
+>>> test = load_dataset("cifar10", "test", download=True)    # official source, checksummed  # doctest: +SKIP
+>>> photos = image_folder("photos")                          # photos/daisy/*.png, photos/rose/*.png
+>>> pets = load_dataset("photos", image_size=(64, 64))       # one subfolder per class
+>>> pets.images.shape, pets.classes
+(torch.Size([6, 3, 64, 64]), ['daisy', 'rose'])
+>>> test, what = load_eval_data("photos", classes=["daisy", "rose"])   # what a model is evaluated on
+>>> what
+'photos (whole folder)'
+>>> augment = Augmenter(AugmentConfig(horizontal_flip=True, crop_padding=2))
+>>> for images, labels in train.batches(128, seed=0, epoch=0):   # train.to("cuda"): batches on the GPU
+...     x, labels_a, labels_b, lam = augment(images, labels)
+>>> x.shape, x.dtype                                         # the last batch: 6000 = 46 * 128 + 112
+(torch.Size([112, 1, 28, 28]), torch.float32)
 """
 
 from __future__ import annotations
@@ -55,7 +67,8 @@ def list_datasets() -> list[str]:
     """The names `load_dataset` knows: the built-in subset and the downloadable datasets.
 
     Example:
-        >>> list_datasets()   # ['default', 'mnist', 'fashion-mnist', 'cifar10', 'cifar100']
+        >>> list_datasets()
+        ['default', 'mnist', 'fashion-mnist', 'cifar10', 'cifar100']
     """
     return ["default", *REGISTRY]
 
@@ -146,8 +159,12 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
         LabelError: a label outside the class range, naming the file.
 
     Example:
-        >>> train = load_dataset("fashion-mnist", "train", data_dir="data", download=True)
-        >>> train.images.shape, train.classes[0]   # (torch.Size([60000, 1, 28, 28]), 'T-shirt/top')
+        >>> train = load_dataset("fashion-mnist", "train", data_dir="data", download=True)  # doctest: +SKIP
+        >>> train.images.shape, train.classes[0]                                           # doctest: +SKIP
+        (torch.Size([60000, 1, 28, 28]), 'T-shirt/top')
+        >>> flowers = load_dataset(image_folder("flowers"), channels=1)   # one subfolder of PNGs per class
+        >>> flowers.images.shape, flowers.classes
+        (torch.Size([6, 1, 24, 32]), ['daisy', 'rose'])
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

@@ -71,7 +71,17 @@ def safe_unpickle(path: str | os.PathLike) -> object:
             from the file is executed.
 
     Example:
-        >>> batch = safe_unpickle("cifar-10-batches-py/data_batch_1")   # {'data': ..., 'labels': ...}
+        >>> import os, pickle
+        >>> from pathlib import Path
+        >>> batch = {"data": np.zeros((2, 3072), np.uint8), "labels": [3, 5]}
+        >>> _ = Path("batch").write_bytes(pickle.dumps(batch))
+        >>> safe_unpickle("batch")["labels"]
+        [3, 5]
+        >>> _ = Path("evil").write_bytes(pickle.dumps(os.system))     # a pickle that would call a function
+        >>> safe_unpickle("evil")
+        Traceback (most recent call last):
+            ...
+        convkit.data.errors.DataFormatError: evil: refused to unpickle global ...system: ...
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -100,7 +110,16 @@ def find_layout(directory: str | os.PathLike) -> tuple[str, Path] | None:
         ("cifar10" or "cifar100", the folder holding the batches), or None.
 
     Example:
-        >>> find_layout("~/data/cifar10")   # ("cifar10", Path(".../cifar10/cifar-10-batches-py"))
+        >>> import pickle
+        >>> from pathlib import Path
+        >>> batches = Path("cifar10/cifar-10-batches-py")
+        >>> batches.mkdir(parents=True)
+        >>> find_layout("cifar10") is None
+        True
+        >>> for name in ("batches.meta", "test_batch"):
+        ...     _ = (batches / name).write_bytes(pickle.dumps({}))
+        >>> find_layout("cifar10")
+        ('cifar10', PosixPath('cifar10/cifar-10-batches-py'))
     """
     directory = Path(directory).expanduser()
     for name, layout in LAYOUTS.items():
@@ -128,7 +147,17 @@ def load_cifar(directory: str | os.PathLike, split: str = "train",
         LabelError: a label outside the class range, naming the batch.
 
     Example:
-        >>> images, labels, classes, files = load_cifar("data/cifar10/cifar-10-batches-py", "test")
+        >>> import pickle
+        >>> from pathlib import Path
+        >>> batches = Path("cifar10/cifar-10-batches-py")               # a CIFAR-10 of 4 test images
+        >>> batches.mkdir(parents=True)
+        >>> names = "airplane automobile bird cat deer dog frog horse ship truck".split()
+        >>> _ = (batches / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+        >>> test = {"data": np.zeros((4, 3072), np.uint8), "labels": [3, 8, 8, 0]}
+        >>> _ = (batches / "test_batch").write_bytes(pickle.dumps(test))
+        >>> images, labels, classes, files = load_cifar("cifar10", "test")
+        >>> images.shape, labels, classes[3], [f.name for f in files]
+        (torch.Size([4, 3, 32, 32]), tensor([3, 8, 8, 0]), 'cat', ['test_batch'])
     """
     directory = Path(directory).expanduser()
     found = find_layout(directory)

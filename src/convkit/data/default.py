@@ -29,7 +29,8 @@ def load_default(split: str = "train") -> ImageTensorDataset:
 
     Example:
         >>> train, test = load_default("train"), load_default("test")
-        >>> train.classes[:3]   # ['T-shirt/top', 'Trouser', 'Pullover']
+        >>> len(train), len(test), train.classes[:3]
+        (6000, 1000, ['T-shirt/top', 'Trouser', 'Pullover'])
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

@@ -22,7 +22,10 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Hex digest of a file, read in chunks.
 
     Example:
-        >>> file_digest("train-images-idx3-ubyte.gz", "md5")
+        >>> from pathlib import Path
+        >>> _ = Path("hello.txt").write_bytes(b"hello")
+        >>> file_digest("hello.txt", "md5")
+        '5d41402abc4b2a76b9719d911017c592'
     """
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -53,7 +56,18 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, sha25
             message gives the expected and the actual digest).
 
     Example:
-        >>> download("https://example.org/data.tar.gz", "data/data.tar.gz", md5="c58f30108f718f92721af3b95e74349a")
+        >>> from pathlib import Path
+        >>> _ = Path("hello.txt").write_bytes(b"hello")
+        >>> url = Path("hello.txt").resolve().as_uri()   # file://...; http(s) URLs work the same way
+        >>> download(url, "data/hello.txt", md5="5d41402abc4b2a76b9719d911017c592", progress=False)
+        PosixPath('data/hello.txt')
+        >>> download(url, "data/other.txt", md5="0" * 32, progress=False)
+        Traceback (most recent call last):
+            ...
+        convkit.data.errors.DownloadError: file:///.../hello.txt: md5 checksum mismatch:
+        expected 00000000000000000000000000000000, got 5d41402abc4b2a76b9719d911017c592; the file was discarded ...
+        >>> Path("data/other.txt").exists()                     # nothing left behind
+        False
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +114,15 @@ def extract_tar(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
         tarfile.TarError: a damaged archive or an unsafe member.
 
     Example:
-        >>> extract_tar("cifar-10-python.tar.gz", "data/cifar10")
+        >>> import tarfile
+        >>> from pathlib import Path
+        >>> _ = Path("hello.txt").write_text("hello")
+        >>> with tarfile.open("archive.tar.gz", "w:gz") as tar:
+        ...     tar.add("hello.txt", arcname="docs/hello.txt")
+        >>> extract_tar("archive.tar.gz", "data")
+        PosixPath('data')
+        >>> Path("data/docs/hello.txt").read_text()
+        'hello'
     """
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)

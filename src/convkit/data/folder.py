@@ -48,7 +48,8 @@ def image_channels(mode: str) -> int:
     """Channels a PIL mode becomes by default: 1 for grayscale modes (8-, 16-bit, float, with alpha), else 3.
 
     Example:
-        >>> image_channels("I;16"), image_channels("P")   # (1, 3)
+        >>> image_channels("I;16"), image_channels("P")
+        (1, 3)
     """
     return 1 if mode in _GRAY_MODES else 3
 
@@ -72,7 +73,11 @@ def decode_image(path: str | os.PathLike, channels: int | None = 3,
         DataFormatError: the file cannot be decoded (corrupt, truncated, not an image); names the file.
 
     Example:
-        >>> decode_image("cats/001.jpg", channels=3, image_size=(224, 224)).shape   # (3, 224, 224)
+        >>> from PIL import Image
+        >>> Image.new("L", (32, 24), 128).save("grey.png")            # 32 wide, 24 high
+        >>> image = decode_image("grey.png", channels=3, image_size=(64, 64))
+        >>> image.shape, image.dtype, image[:, 0, 0]
+        (torch.Size([3, 64, 64]), torch.uint8, tensor([128, 128, 128], dtype=torch.uint8))
     """
     try:
         with Image.open(path) as img:
@@ -106,7 +111,12 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[s
         DataFormatError: the folder has no class subfolders.
 
     Example:
+        >>> root = image_folder("flowers", per_class=2)     # flowers/daisy/*.png, flowers/rose/*.png
+        >>> (root / "tulip").mkdir()
         >>> samples, classes, empty = scan_folder("flowers")
+        >>> [(path.as_posix(), label) for path, label in samples], classes, empty
+        ([('flowers/daisy/000.png', 0), ('flowers/daisy/001.png', 0), ('flowers/rose/000.png', 1),
+          ('flowers/rose/001.png', 1)], ['daisy', 'rose', 'tulip'], ['tulip'])
     """
     root = Path(root)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
@@ -152,7 +162,12 @@ def read_csv(path: str | os.PathLike,
         LabelError: a class name not among `classes`, or a number outside their range; names the file and line.
 
     Example:
-        >>> samples, classes, rows = read_csv("labels.csv")   # rows like "images/001.png,cat"
+        >>> from pathlib import Path
+        >>> _ = Path("labels.csv").write_text("path,label\\nimages/001.png,dog\\nimages/002.png,cat\\n")
+        >>> samples, classes, rows = read_csv("labels.csv")
+        >>> [(path.as_posix(), label) for path, label in samples], classes, rows
+        ([('images/001.png', 1), ('images/002.png', 0)], ['cat', 'dog'],
+         ['labels.csv:2 (images/001.png)', 'labels.csv:3 (images/002.png)'])
     """
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
@@ -215,7 +230,10 @@ def decode_all(samples: Sequence[tuple[Path, int]], channels: int | None, image_
         DataFormatError: no image could be read, or images differ in size and no image_size was given.
 
     Example:
-        >>> ds = decode_all(scan_folder("flowers")[0], 3, (64, 64), "flowers", classes=classes)
+        >>> samples, classes, _ = scan_folder(image_folder("flowers"))
+        >>> ds = decode_all(samples, 3, (64, 64), "flowers", classes=classes)
+        >>> ds
+        ImageTensorDataset(6 images of (3, 64, 64), 2 classes, device cpu, source 'flowers')
     """
     if channels is None:
         channels = _probe(samples)[0]
@@ -330,8 +348,14 @@ class ImageFileDataset(torch.utils.data.Dataset):
         workers: DataLoader worker processes of `batches` (None: `default_workers()`; 0: decode in this process).
 
     Example:
-        >>> ds = ImageFileDataset(samples, classes, "big/", workers=4).to("cuda")
-        >>> for images, labels in ds.batches(256, seed=0, epoch=0): ...   # uint8 on the GPU
+        >>> samples, classes, _ = scan_folder(image_folder("big"))
+        >>> ds = ImageFileDataset(samples, classes, "big/", workers=0)   # .to("cuda"): batches on the GPU
+        >>> ds
+        ImageFileDataset(6 files as (3, 24, 32), 2 classes, device cpu, 0 workers, source 'big/')
+        >>> for images, labels in ds.batches(4, seed=0, epoch=0):      # decoded as they are asked for
+        ...     print(images.shape, images.dtype, labels)
+        torch.Size([4, 3, 24, 32]) torch.uint8 tensor([0, 1, 1, 1])
+        torch.Size([2, 3, 24, 32]) torch.uint8 tensor([0, 0])
     """
 
     def __init__(self, samples: Sequence[tuple[Path, int]], classes: Sequence[str], source: str,
@@ -413,7 +437,10 @@ class ImageFileDataset(torch.utils.data.Dataset):
             workers: DataLoader workers of the view (None: keep this dataset's).
 
         Example:
-            >>> ds = ds.to("cuda", workers=8)
+            >>> ds = ImageFileDataset(*scan_folder(image_folder("big"))[:2], "big/")
+            >>> ds = ds.to("meta", workers=2)                    # "cuda" on a GPU machine
+            >>> ds.device, ds.workers
+            (device(type='meta'), 2)
         """
         return self._view(device=torch.device(device), workers=self.workers if workers is None else workers)
 
@@ -421,7 +448,10 @@ class ImageFileDataset(torch.utils.data.Dataset):
         """The samples at `index`, in that order (statistics carried over, not recomputed).
 
         Example:
-            >>> first_hundred = ds.subset(range(100))
+            >>> ds = ImageFileDataset(*scan_folder(image_folder("big"))[:2], "big/")
+            >>> first_four = ds.subset(range(4))
+            >>> len(ds), len(first_four), first_four.labels
+            (6, 4, tensor([0, 0, 0, 1]))
         """
         index = torch.as_tensor(index, dtype=torch.long)
         rows = index.tolist()
@@ -441,8 +471,12 @@ class ImageFileDataset(torch.utils.data.Dataset):
             DataFormatError: a file cannot be decoded; the message names it.
 
         Example:
-            >>> for images, labels in ds.batches(128, seed=0, epoch=e):
+            >>> ds = ImageFileDataset(*scan_folder(image_folder("big"))[:2], "big/", workers=0)
+            >>> model = convkit.create_model("fastcnn", in_channels=3, num_classes=2)
+            >>> for images, labels in ds.batches(4, seed=0, epoch=0):
             ...     logits = model(ds.normalize(images))
+            >>> logits.shape                                      # the last batch: 6 = 4 + 2
+            torch.Size([2, 2])
         """
         return StreamBatches(self, batch_size, shuffle, seed, epoch, start, drop_last)
 
@@ -465,7 +499,11 @@ def load_files(samples: Sequence[tuple[Path, int]], classes: Sequence[str], sour
         An `ImageTensorDataset`, or an `ImageFileDataset` beyond the budget.
 
     Example:
-        >>> ds = load_files(*scan_folder("flowers")[:2], "flowers", image_size=(64, 64))
+        >>> samples, classes, _ = scan_folder(image_folder("flowers"))
+        >>> load_files(samples, classes, "flowers", image_size=(64, 64))
+        ImageTensorDataset(6 images of (3, 64, 64), 2 classes, device cpu, source 'flowers')
+        >>> load_files(samples, classes, "flowers", image_size=(64, 64), memory_budget=0)
+        ImageFileDataset(6 files as (3, 64, 64), 2 classes, device cpu, ... workers, source 'flowers')
     """
     if not samples:
         raise DataFormatError(f"{source}: no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")

@@ -49,7 +49,10 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
             (truncated or trailing bytes); the message names the file.
 
     Example:
-        >>> images = read_idx("train-images-idx3-ubyte.gz")   # uint8, (60000, 28, 28)
+        >>> _ = write_idx("t10k-images-idx3-ubyte.gz", torch.zeros(5, 28, 28, dtype=torch.uint8))
+        >>> images = read_idx("t10k-images-idx3-ubyte.gz")
+        >>> images.dtype, images.shape
+        (torch.uint8, torch.Size([5, 28, 28]))
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -87,6 +90,9 @@ def write_idx(path: str | os.PathLike, tensor: torch.Tensor) -> Path:
 
     Example:
         >>> write_idx("labels-idx1-ubyte.gz", torch.tensor([3, 1, 4], dtype=torch.uint8))
+        PosixPath('labels-idx1-ubyte.gz')
+        >>> read_idx("labels-idx1-ubyte.gz")
+        tensor([3, 1, 4], dtype=torch.uint8)
     """
     path = Path(path)
     array = tensor.detach().cpu().numpy()
@@ -125,7 +131,13 @@ def find_idx_pair(directory: str | os.PathLike, split: str) -> tuple[Path, Path]
         (images path, labels path), or None when either is missing.
 
     Example:
-        >>> find_idx_pair("/usr/share/datasets/fashion-mnist", "test")   # (.../t10k-images-idx3-ubyte.gz, ...)
+        >>> Path("data").mkdir()
+        >>> _ = write_idx("data/t10k-images-idx3-ubyte.gz", torch.zeros(2, 28, 28, dtype=torch.uint8))
+        >>> _ = write_idx("data/t10k-labels-idx1-ubyte.gz", torch.tensor([7, 2], dtype=torch.uint8))
+        >>> find_idx_pair("data", "test")
+        (PosixPath('data/t10k-images-idx3-ubyte.gz'), PosixPath('data/t10k-labels-idx1-ubyte.gz'))
+        >>> find_idx_pair("data", "train") is None
+        True
     """
     directory = Path(directory)
     prefixes = ["train"] if split == "train" else ["t10k", "test"]
@@ -153,7 +165,11 @@ def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
         DataFormatError: wrong shapes or types, or different counts; the message names the file.
 
     Example:
+        >>> _ = write_idx("t10k-images-idx3-ubyte.gz", torch.zeros(2, 28, 28, dtype=torch.uint8))
+        >>> _ = write_idx("t10k-labels-idx1-ubyte.gz", torch.tensor([7, 2], dtype=torch.uint8))
         >>> x, y = load_idx_pair("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+        >>> x.shape, y
+        (torch.Size([2, 1, 28, 28]), tensor([7, 2]))
     """
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != torch.uint8 or images.dim() != 3:

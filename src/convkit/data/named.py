@@ -36,7 +36,10 @@ class NamedDataset:
         torchvision_folder: the folder torchvision keeps it in under a root (e.g. "FashionMNIST/raw").
 
     Example:
-        >>> NamedDataset("toy", "idx", ("a", "b"), ("http://127.0.0.1:8000/",), {"train": (("x.gz", "..."),)})
+        >>> toy = NamedDataset("toy", "idx", ("a", "b"), ("http://127.0.0.1:8000/",),
+        ...                    {"train": (("x.gz", "9dd4e461268c8034f5c8564e155c67a6"),)})
+        >>> toy.name, toy.classes
+        ('toy', ('a', 'b'))
     """
 
     name: str
@@ -89,7 +92,10 @@ def resolve_name(name: str) -> NamedDataset | None:
     """The registry entry for a name (case-insensitive, common spellings accepted), or None.
 
     Example:
-        >>> resolve_name("Fashion_MNIST").name   # 'fashion-mnist'
+        >>> resolve_name("Fashion_MNIST").name
+        'fashion-mnist'
+        >>> resolve_name("imagenet") is None
+        True
     """
     key = name.lower()
     return REGISTRY.get(ALIASES.get(key, key))
@@ -99,7 +105,8 @@ def search_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """The folders searched for `<root>/<name>`, in order: data_dir, $CONVKIT_DATA, ~/.cache/convkit/data, /usr/share/datasets.
 
     Example:
-        >>> search_roots("data")   # [Path('data'), Path('/home/me/.cache/convkit/data'), Path('/usr/share/datasets')]
+        >>> search_roots("data")
+        [PosixPath('data'), ...PosixPath('/.../.cache/convkit/data'), PosixPath('/usr/share/datasets')]
     """
     roots = [Path(data_dir).expanduser()] if data_dir else []
     if os.environ.get("CONVKIT_DATA"):
@@ -150,7 +157,17 @@ def fetch(spec: NamedDataset, split: str, target: Path, progress: bool = True) -
         DownloadError: every mirror failed for some file (the errors are listed).
 
     Example:
-        >>> fetch(REGISTRY["mnist"], "test", Path("data/mnist"))
+        >>> fetch(REGISTRY["mnist"], "test", Path("data/mnist"))   # from the internet  # doctest: +SKIP
+        PosixPath('data/mnist')
+        >>> from convkit.data.download import file_digest               # the same from a local mirror:
+        >>> Path("mirror").mkdir()
+        >>> _ = Path("mirror/x.gz").write_bytes(b"x")
+        >>> local = NamedDataset("toy", "idx", ("a", "b"), (Path("mirror").resolve().as_uri() + "/",),
+        ...                      {"test": (("x.gz", file_digest("mirror/x.gz", "md5")),)})
+        >>> fetch(local, "test", Path("data/toy"), progress=False)
+        PosixPath('data/toy')
+        >>> sorted(p.name for p in Path("data/toy").iterdir())
+        ['x.gz']
     """
     for filename, md5 in spec.files[split]:
         errors = []
@@ -188,7 +205,9 @@ def load_named(name: str | NamedDataset, split: str = "train", data_dir: str | o
         DataFormatError, LabelError: a damaged file, named.
 
     Example:
-        >>> test = load_named("fashion-mnist", "test", data_dir="data", download=True)
+        >>> test = load_named("fashion-mnist", "test", data_dir="data", download=True)   # doctest: +SKIP
+        >>> test.images.shape                                                           # doctest: +SKIP
+        torch.Size([10000, 1, 28, 28])
     """
     spec = name if isinstance(name, NamedDataset) else resolve_name(name)
     if spec is None:

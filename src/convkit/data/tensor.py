@@ -28,7 +28,10 @@ def check_labels(labels: torch.Tensor, num_classes: int, source: str | Sequence[
 
     Example:
         >>> check_labels(torch.tensor([0, 3, 9]), 10, "train-labels-idx1-ubyte.gz")   # passes
-        >>> check_labels(torch.tensor([0, 12]), 10, "labels.csv")   # LabelError: labels.csv: label 12 at index 1 ...
+        >>> check_labels(torch.tensor([0, 12]), 10, "labels.csv")
+        Traceback (most recent call last):
+            ...
+        convkit.data.errors.LabelError: labels.csv: label 12 at index 1 is outside the class range 0..9 ...
     """
     labels = torch.as_tensor(labels)
     bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
@@ -53,6 +56,9 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
     Example:
         >>> epoch_permutation(5, seed=0, epoch=3)
+        tensor([3, 2, 4, 0, 1])
+        >>> torch.equal(epoch_permutation(5, seed=0, epoch=3), epoch_permutation(5, seed=0, epoch=3))
+        True
     """
     # SeedSequence mixes (seed, epoch) so neighbouring pairs give unrelated streams.
     state = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
@@ -112,7 +118,12 @@ class ImageTensorDataset(torch.utils.data.Dataset):
     Example:
         >>> ds = ImageTensorDataset(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]),
         ...                         ["no", "yes"], "toy")
-        >>> for x, y in ds.to("cuda").batches(2, seed=0): ...
+        >>> ds
+        ImageTensorDataset(4 images of (1, 28, 28), 2 classes, device cpu, source 'toy')
+        >>> for x, y in ds.batches(2, seed=0):      # ds.to("cuda") first puts the batches on the GPU
+        ...     print(x.shape, y)
+        torch.Size([2, 1, 28, 28]) tensor([1, 1])
+        torch.Size([2, 1, 28, 28]) tensor([0, 0])
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], source: str,
@@ -189,7 +200,10 @@ class ImageTensorDataset(torch.utils.data.Dataset):
             float32 images on the same device.
 
         Example:
+            >>> ds = convkit.data.load_default("test")
             >>> x = ds.normalize(ds.images[:8])
+            >>> x.dtype, x.shape, ds.mean, ds.std
+            (torch.float32, torch.Size([8, 1, 28, 28]), tensor([0.2884]), tensor([0.3531]))
         """
         mean = self.mean.to(images.device).view(1, -1, 1, 1)
         std = self.std.to(images.device).view(1, -1, 1, 1)
@@ -199,7 +213,9 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         """The same dataset with its tensors on `device` (statistics and names shared).
 
         Example:
-            >>> ds = ds.to("cuda")
+            >>> ds = convkit.data.load_default("test")
+            >>> ds.to("meta").images.device           # "cuda" on a GPU machine
+            device(type='meta')
         """
         return self._with(self.images.to(device), self.labels.to(device), None)
 
@@ -215,7 +231,10 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         """The samples at `index`, in that order (statistics carried over, not recomputed).
 
         Example:
+            >>> ds = convkit.data.load_default("test")
             >>> first_hundred = ds.subset(range(100))
+            >>> len(first_hundred), torch.equal(first_hundred.images, ds.images[:100])
+            (100, True)
         """
         index = torch.as_tensor(index, dtype=torch.long)
         i = index.to(self.device)
@@ -232,7 +251,10 @@ class ImageTensorDataset(torch.utils.data.Dataset):
             (the rest, the held-out part), each in the original order.
 
         Example:
+            >>> ds = convkit.data.load_default("test")
             >>> train, val = ds.split(0.1, seed=0)
+            >>> len(train), len(val)
+            (900, 100)
         """
         if not 0 < fraction < 1:
             raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction}")
@@ -255,7 +277,12 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         """Refuses labels outside the class range, naming the offending file (see `check_labels`).
 
         Example:
-            >>> ds.check_labels(model_num_classes)
+            >>> ds = convkit.data.load_default("test")
+            >>> ds.check_labels(10)                     # passes: 10 classes, labels 0..9
+            >>> ds.check_labels(5)
+            Traceback (most recent call last):
+                ...
+            convkit.data.errors.LabelError: fashion-mnist-small (built in, test): label 8 at index 3 is ...
         """
         check_labels(self.labels.cpu(), num_classes or self.num_classes, self.sample_sources or self.source)
 
@@ -275,7 +302,11 @@ class ImageTensorDataset(torch.utils.data.Dataset):
             An `EpochBatches` iterable whose `position` says how far the epoch has gone.
 
         Example:
-            >>> for images, labels in ds.batches(128, seed=0, epoch=e):
+            >>> ds = convkit.data.load_default("test")
+            >>> model = convkit.create_model("fastcnn")
+            >>> for images, labels in ds.batches(128, seed=0, epoch=0):
             ...     logits = model(ds.normalize(images))
+            >>> logits.shape                            # the last batch: 1000 = 7 * 128 + 104
+            torch.Size([104, 10])
         """
         return EpochBatches(self, batch_size, shuffle, seed, epoch, start, drop_last)

@@ -6,9 +6,17 @@ most excites a filter or class. What a kernel does: the lectures' kernels applie
 convolution animated cell by cell. And a run's whole story on one HTML page.
 
 >>> from convkit.explain import load_explainable, load_image, save_attribution, save_animation, ConvGeometry
->>> ex = load_explainable("runs/fastcnn-20250101-120000")
+>>> tiny_run                            # a run folder: convkit.train(epochs=1, limit=128).run_dir
+PosixPath('.../fastcnn-tiny')
+>>> ex = load_explainable(tiny_run)     # or a zoo name ("fastcnn", untrained), a checkpoint, a model file
+>>> ex.input_shape, ex.classes[7]
+((1, 28, 28), 'Sneaker')
+>>> from PIL import Image
+>>> Image.fromarray(convkit.data.load_default("test").images[5, 0].numpy()).save("shoe.png")   # a sneaker
 >>> save_attribution(ex, load_image("shoe.png", ex.input_shape), "gradcam", "shoe-gradcam.png")
+PosixPath('shoe-gradcam.png')
 >>> save_animation(ConvGeometry(5, 3, stride=2, padding=1), "conv.gif")
+PosixPath('conv.gif')
 
 Captum and matplotlib are imported only when a function needs them.
 """

@@ -38,7 +38,8 @@ def mosaic(tiles: np.ndarray, columns: int | None = None, border: int = 1, fill:
     are left `fill`.
 
     Example:
-        >>> mosaic(np.zeros((6, 5, 5)), columns=3, border=1).shape    # (13, 19)
+        >>> mosaic(np.zeros((6, 5, 5)), columns=3, border=1).shape    # 2 rows of 3 tiles, 1-pixel borders
+        (13, 19)
     """
     tiles = np.asarray(tiles, dtype=np.float32)
     n, h, w = tiles.shape[:3]

@@ -25,7 +25,9 @@ top-left ``max_outputs x max_outputs`` outputs and the input cells they read; th
 >>> g.output_size
 (3, 3)
 >>> save_animation(g, "conv.gif")                                 # 9 + 1 frames
+PosixPath('conv.gif')
 >>> save_animation(ConvGeometry(3, 3, stride=2, padding=1, transposed=True), "up.gif")   # 3x3 -> 5x5
+PosixPath('up.gif')
 """
 
 from __future__ import annotations

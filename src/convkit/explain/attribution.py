@@ -223,7 +223,10 @@ def attribute(model, inputs: torch.Tensor, method: str, target=None, layer: str 
         LayerError: an unknown layer, or one without spatial maps (Grad-CAM).
 
     Example:
+        >>> model, x = convkit.create_model("lenet5"), torch.rand(2, 1, 32, 32)
         >>> maps = attribute(model, x, "gradcam", target=3)    # (N, H, W)
+        >>> maps.shape
+        torch.Size([2, 32, 32])
         >>> y, x_ = divmod(int(maps[0].argmax()), maps.shape[-1])   # where it looks most
     """
     _check(method, options)
@@ -261,7 +264,10 @@ def overlay(image: torch.Tensor | np.ndarray, heatmap: torch.Tensor | np.ndarray
         uint8 array (H, W, 3): round((1 - alpha) * image + alpha * 255 * cmap(heatmap)).
 
     Example:
-        >>> overlay(load_image("cat.png", (3, 64, 64)), maps[0]).shape    # (64, 64, 3)
+        >>> image, heatmap = torch.zeros(3, 64, 64, dtype=torch.uint8), torch.rand(64, 64)
+        >>> rgb = overlay(image, heatmap)
+        >>> rgb.shape, rgb.dtype
+        ((64, 64, 3), dtype('uint8'))
     """
     from matplotlib import colormaps
 
@@ -314,8 +320,15 @@ def explain_image(explainable: Explainable, image: torch.Tensor, method: str, ta
     `target` may be a class index or a class name (None: the predicted class).
 
     Example:
-        >>> r = explain_image(ex, load_image("shoe.png", ex.input_shape), "occlusion")
-        >>> r.predicted_name, r.peak
+        >>> from convkit.explain import load_explainable
+        >>> ex = load_explainable(tiny_run)   # a run folder: convkit.train(epochs=1, limit=128).run_dir
+        >>> shoe = convkit.data.load_default("test").images[5]     # a sneaker, uint8 (1, 28, 28)
+        >>> r = explain_image(ex, shoe, "occlusion")
+        >>> r.method, r.heatmap.shape, r.predicted_name in ex.classes, r.target == r.predicted
+        ('occlusion', torch.Size([28, 28]), True, True)
+        >>> r = explain_image(ex, shoe, "saliency", target="Sneaker")   # a class by name or index
+        >>> r.target, r.target_name, r.layer                          # layer: Grad-CAM's only
+        (7, 'Sneaker', None)
     """
     _check(method, options)
     x = explainable.normalize(image[None])
@@ -373,7 +386,11 @@ def save_attribution(explainable: Explainable, image: torch.Tensor, method: str,
         The path written.
 
     Example:
-        >>> ex = load_explainable("runs/fastcnn-20250101-120000")
+        >>> from PIL import Image
+        >>> from convkit.explain import load_explainable, load_image
+        >>> ex = load_explainable(tiny_run)   # a run folder: convkit.train(epochs=1, limit=128).run_dir
+        >>> Image.fromarray(convkit.data.load_default("test").images[5, 0].numpy()).save("shoe.png")
         >>> save_attribution(ex, load_image("shoe.png", ex.input_shape), "gradcam", "gradcam.png")
+        PosixPath('gradcam.png')
     """
     return plot_attribution(explain_image(explainable, image, method, target, layer, **options), image, path)

@@ -45,8 +45,10 @@ def feature_maps(model, images: torch.Tensor, layers: list[str]) -> dict[str, to
         LayerError: a name the model does not have (before anything runs).
 
     Example:
+        >>> model, x = convkit.create_model("lenet5"), torch.zeros(1, 1, 32, 32)
         >>> maps = feature_maps(model, x, ["features.c1", "features.c3"])
-        >>> maps["features.c1"].shape     # torch.Size([1, 6, 28, 28])
+        >>> maps["features.c1"].shape, maps["features.c3"].shape
+        (torch.Size([1, 6, 28, 28]), torch.Size([1, 16, 10, 10]))
     """
     net = getattr(model, "model", model)
     if isinstance(model, Explainable) and not images.is_floating_point():
@@ -85,7 +87,8 @@ def feature_grid(maps: torch.Tensor, max_channels: int = 32, columns: int | None
         maps in [0, 1], borders and empty cells `fill` (NaN: imshow leaves them to the background colour).
 
     Example:
-        >>> feature_grid(torch.rand(16, 8, 8)).shape     # (37, 37)
+        >>> feature_grid(torch.rand(16, 8, 8)).shape     # 4 x 4 maps of 8 x 8 with borders
+        (37, 37)
     """
     maps = maps.detach().float().cpu()
     if maps.dim() == 2:
@@ -117,8 +120,11 @@ def save_feature_maps(model, image: torch.Tensor, layers: list[str] | None, path
         LayerError: a name the model does not have.
 
     Example:
-        >>> ex = load_explainable("runs/fastcnn-20250101-120000")
-        >>> save_feature_maps(ex, load_image("shoe.png", ex.input_shape), ["features.stage1"], "maps.png")
+        >>> from convkit.explain import load_explainable
+        >>> ex = load_explainable("fastcnn")    # untrained; a run folder gives the trained model's maps
+        >>> shoe = convkit.data.load_default("test").images[5]     # a sneaker, uint8 (1, 28, 28)
+        >>> save_feature_maps(ex, shoe, ["features.stage1"], "maps.png")
+        PosixPath('maps.png')
     """
     ex = model if isinstance(model, Explainable) else load_explainable(model, input_shape=tuple(image.shape))
     layers = list(layers) if layers else default_feature_layers(ex)

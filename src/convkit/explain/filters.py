@@ -102,7 +102,8 @@ def filter_grid(model, layer: str | None = None, *, normalize: str = "filter", m
         LayerError: no such layer or not a convolution.
 
     Example:
-        >>> filter_grid(create_model("lenet5")).shape    # 6 filters 5x5 (zoom 4) in 2 rows of 3: (46, 68, 3)
+        >>> filter_grid(convkit.create_model("lenet5")).shape    # 6 filters 5x5 (zoom 4) in 2 rows of 3
+        (46, 68, 3)
     """
     info = filter_layout(model, layer, max_filters=max_filters, max_channels=max_channels, rgb=rgb)
     module = _module(model).get_submodule(info["layer"])
@@ -142,7 +143,10 @@ def save_filters(model, path: str | os.PathLike, layer: str | None = None, *, no
         The path written.
 
     Example:
-        >>> save_filters(load_explainable("runs/fastcnn-20250101-120000"), "filters.png", "features.stage1.0.conv")
+        >>> from convkit.explain import load_explainable
+        >>> ex = load_explainable("fastcnn")     # untrained; or a run folder
+        >>> save_filters(ex, "filters.png", "features.stage1.0.conv")
+        PosixPath('filters.png')
     """
     info = filter_layout(model, layer, max_filters=max_filters, max_channels=max_channels, rgb=rgb)
     grid = filter_grid(model, info["layer"], normalize=normalize, max_filters=max_filters,

@@ -14,8 +14,13 @@ Conventions:
 * ``sobel-x`` is positive where brightness increases to the right, ``sobel-y`` where it increases downwards.
 
 >>> from convkit.explain.kernels import apply_kernel, load_kernel, save_kernel_comparison
->>> out = apply_kernel(image, "sobel-x", padding="replicate")       # (C, H, W) float
->>> save_kernel_comparison(image, "edge", "cat-edge.png")           # before | kernel | after
+>>> image = torch.tensor([[[0, 0, 255, 255]] * 3], dtype=torch.uint8)   # (1, 3, 4): dark left, bright right
+>>> apply_kernel(image, "sobel-x", padding="replicate")             # (C, H, W) float
+tensor([[[   0., 1020., 1020.,    0.],
+         [   0., 1020., 1020.,    0.],
+         [   0., 1020., 1020.,    0.]]])
+>>> save_kernel_comparison(image, "edge", "edge.png")               # before | kernel | after
+PosixPath('edge.png')
 """
 
 from __future__ import annotations
@@ -297,7 +302,10 @@ def display_output(output: torch.Tensor, mode: str = "clip",
         ValueError: an unknown mode.
 
     Example:
-        >>> rgb, how = display_output(apply_kernel(img, "edge"), "diverging")
+        >>> image = torch.tensor([[[0, 0, 255, 255]] * 3], dtype=torch.uint8)
+        >>> rgb, how = display_output(apply_kernel(image, "edge"), "diverging")
+        >>> rgb.shape, how
+        ((3, 4, 3), 'blue = −510, white = 0, red = +510')
     """
     values = output.detach().to(torch.float64).numpy()[:3]
     low, high = value_range
@@ -459,8 +467,10 @@ def save_kernel_comparison(image: torch.Tensor | str | os.PathLike, kernel: torc
         ValueError: an unknown padding or display mode.
 
     Example:
-        >>> save_kernel_comparison("cat.png", "sobel-x", "cat-sobel-x.png", padding="replicate")
-        PosixPath('cat-sobel-x.png')
+        >>> from PIL import Image
+        >>> Image.fromarray(convkit.data.load_default("test").images[5, 0].numpy()).save("shoe.png")
+        >>> save_kernel_comparison("shoe.png", "sobel-x", "shoe-sobel-x.png", padding="replicate")
+        PosixPath('shoe-sobel-x.png')
     """
     from convkit.train.runfolder import atomic_write
 

@@ -97,7 +97,9 @@ def objective_value(model, images: torch.Tensor, *, layer: str | None = None, ch
     """The objective `maximize` raises, for images on 0..1 (N, C, H, W) or (C, H, W): one value per image.
 
     Example:
-        >>> objective_value(model, torch.full((1, 28, 28), 0.5), layer="features.c3", channel=2)
+        >>> model = convkit.create_model("lenet5")
+        >>> objective_value(model, torch.full((1, 32, 32), 0.5), layer="features.c3", channel=2).shape
+        torch.Size([1])
     """
     net = getattr(model, "model", model)
     images = images[None] if images.dim() == 3 else images
@@ -143,8 +145,13 @@ def maximize(model, *, layer: str | None = None, channel: int | None = None, tar
         LayerError: no such layer.
 
     Example:
-        >>> image = maximize(model, layer="features.c3", channel=5, input_shape=(1, 32, 32), steps=100)
-        >>> image.shape, float(image.min()) >= 0       # (torch.Size([1, 32, 32]), True)
+        >>> model = convkit.create_model("lenet5")
+        >>> image = maximize(model, layer="features.c3", channel=5, input_shape=(1, 32, 32), steps=20)
+        >>> image.shape, float(image.min()) >= 0, float(image.max()) <= 1
+        (torch.Size([1, 32, 32]), True, True)
+        >>> start = objective_value(model, torch.full((1, 32, 32), 0.5), layer="features.c3", channel=5)
+        >>> bool(objective_value(model, image, layer="features.c3", channel=5) > start)
+        True
     """
     net = getattr(model, "model", model)
     shape = tuple(input_shape or getattr(model, "input_shape", None) or ())
@@ -221,7 +228,9 @@ def save_maximized(model, path: str | os.PathLike, *, layer: str | None = None, 
         The path written.
 
     Example:
-        >>> save_maximized(load_explainable("lenet5"), "c3-5.png", layer="features.c3", channel=5, steps=100)
+        >>> from convkit.explain import load_explainable
+        >>> save_maximized(load_explainable("lenet5"), "c3-5.png", layer="features.c3", channel=5, steps=20)
+        PosixPath('c3-5.png')
     """
     image = maximize(model, layer=layer, channel=channel, target_class=target_class, **options)
     stats = {k: options[k] for k in ("mean", "std") if k in options}

@@ -3,8 +3,14 @@
 >>> from convkit.inspect import summary, plot_summary
 >>> result = summary("vgg16", input_size=(3, 224, 224), batch_size=64, optimizer="adam")
 >>> print(result)                       # per-layer table and totals
->>> result.to_dict()["memory"]["training"]["total"]
+convkit summary: vgg16  input 3x224x224  float32  batch 64  optimizer adam
+...
+Parameters:       138,357,544 (138,357,544 trainable, 0 frozen) = 527.8 MiB; buffers 0 = 0 B
+...
+>>> result.to_dict()["memory"]["training"]["total"]     # bytes
+7730541184
 >>> plot_summary(result, "vgg16.png")   # the layer stack as boxes sized by their feature maps
+PosixPath('vgg16.png')
 """
 
 from convkit.inspect.fastmeta import FastMetaMode

@@ -346,8 +346,11 @@ class FastMetaMode(TorchDispatchMode):
     forward). Every tensor reaching it must be on the meta device.
 
     Example:
+        >>> import torchvision
         >>> with torch.device("meta"), FastMetaMode():
         ...     model = torchvision.models.resnet152()   # initialisers become no-ops
+        >>> model.fc.weight.device
+        device(type='meta')
     """
 
     @classmethod

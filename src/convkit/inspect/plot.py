@@ -68,6 +68,7 @@ def plot_summary(summary: Summary, path: str | os.PathLike, *, max_layers: int =
         ValueError: ``max_layers`` below 2.
 
     Example:
+        >>> from convkit.inspect import summary
         >>> plot_summary(summary("lenet5"), "lenet5.png")
         PosixPath('lenet5.png')
     """

@@ -438,6 +438,7 @@ def trace_model(
         MetaUnsupportedError: the forward needs real values on the meta device.
 
     Example:
+        >>> import torchvision
         >>> trace = trace_model(torchvision.models.resnet18(), (3, 224, 224))
         >>> trace.macs_total // trace.batch
         1814073344

@@ -53,6 +53,7 @@ class ClassifierNet(nn.Module):
         ``num_classes=0`` replaces it with ``nn.Identity``, so the model returns the classifier's input
         (pooled features), as in timm. The new layer lives on the old one's device and dtype.
 
+        >>> from convkit.models import create_model
         >>> model = create_model("resnet18")
         >>> model.reset_classifier(10)
         >>> model(torch.zeros(1, 3, 64, 64)).shape
