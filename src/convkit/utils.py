@@ -22,7 +22,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         `path` as a Path.
 
     Example:
-        >>> atomic_write("runs/x/last.safetensors", lambda tmp: save_file(tensors, tmp))
+        >>> atomic_write("runs/x/notes.txt", lambda tmp: Path(tmp).write_text("done"))
+        PosixPath('runs/x/notes.txt')
+        >>> Path("runs/x/notes.txt").read_text()
+        'done'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ ImageTensorDataset(6000 images of (1, 28, 28), 10 classes, device cpu,
 (torch.Size([6, 3, 64, 64]), ['daisy', 'rose'])
 >>> test, what = load_eval_data("photos", classes=["daisy", "rose"])   # what a model is evaluated on
 >>> what
-'photos (whole folder)'
+'photos/ (whole folder)'
 >>> augment = Augmenter(AugmentConfig(horizontal_flip=True, crop_padding=2))
 >>> for images, labels in train.batches(128, seed=0, epoch=0):   # train.to("cuda"): batches on the GPU
 ...     x, labels_a, labels_b, lam = augment(images, labels)

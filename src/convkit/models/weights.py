@@ -49,7 +49,11 @@ def flatten_state(obj, tensors: dict[str, torch.Tensor] | None = None, prefix: s
         TypeError: an object that is neither (a function, a module...).
 
     Example:
+        >>> optimizer = torch.optim.Adam([torch.nn.Parameter(torch.ones(2))])
+        >>> optimizer.step()
         >>> skeleton, tensors = flatten_state(optimizer.state_dict())
+        >>> sorted(tensors)
+        ['s.state.0.exp_avg', 's.state.0.exp_avg_sq', 's.state.0.step']
         >>> optimizer.load_state_dict(unflatten_state(skeleton, tensors))
     """
     tensors = {} if tensors is None else tensors
@@ -135,7 +139,11 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     """Writes tensors and JSON metadata to a safetensors file, atomically.
 
     Example:
-        >>> save_tensors("w.safetensors", model.state_dict(), {"epoch": 3})
+        >>> save_tensors("w.safetensors", torch.nn.Linear(2, 1).state_dict(), {"epoch": 3})
+        PosixPath('w.safetensors')
+        >>> tensors, meta = load_tensors("w.safetensors")
+        >>> sorted(tensors), meta
+        (['bias', 'weight'], {'epoch': 3})
     """
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     header = {"format": "pt", "convkit": json.dumps(meta, allow_nan=True)}
