@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convkit.errors import ConvkitError
+
 __all__ = ["Explainable", "LayerError", "conv_layers", "eval_mode", "find_layer", "load_explainable", "load_image",
            "resolve_layer"]
 
@@ -25,7 +27,7 @@ UNTRAINED_MEAN = 0.5
 UNTRAINED_STD = 0.5
 
 
-class LayerError(ValueError):
+class LayerError(ValueError, ConvkitError):
     """A layer name that the model does not have, or a model without the kind of layer asked for."""
 
 

@@ -44,6 +44,7 @@ from convkit.data import (
     mixed_cross_entropy,
 )
 from convkit.data.errors import DatasetNotFoundError
+from convkit.errors import ConvkitError
 from convkit.inspect.memory import format_bytes
 from convkit.train import distributed as D
 from convkit.train.checkpoint import CheckpointError, load_state, save_state, save_tensors
@@ -58,8 +59,10 @@ RESUMABLE_OVERRIDES = ("quiet", "log_every", "workers")
 Dataset = ImageTensorDataset | ImageFileDataset  # in memory, or streamed from image files
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RuntimeError, ConvkitError):
     """The loss became NaN or infinite; the message names the epoch and step and the last good checkpoint."""
+
+    exit_code = 1  # the run failed; not a usage error
 
 
 @dataclass
