@@ -169,7 +169,8 @@ def test_a_non_finite_loss_exits_1(capsys, monkeypatch):
 
     monkeypatch.setattr(sys.modules["convkit.train"], "train", diverge)
     code, _, err = run(capsys, "train", "--epochs", "1")
-    assert code == 1 and err == "convkit: error: the loss is nan at epoch 1, step 3; the last good checkpoint is runs/x\n"
+    assert code == 1
+    assert err == "convkit: error: the loss is nan at epoch 1, step 3; the last good checkpoint is runs/x\n"
 
 
 def test_the_command_prints_no_traceback_unless_debug(tmp_path):
@@ -218,3 +219,11 @@ def test_each_cli_module_imports_alone():
     for verb in ["train_cmds", "explain_cmds", "kernel_cmds", "report_cmds"]:
         assert loaded[verb] == sorted(["common", verb])
     assert len(loaded["main"]) == 6
+
+
+def test_the_config_file_carries_each_option_s_help_and_reads_back():
+    cfg = TrainConfig(model_kwargs={"widths": [8, 16]}, compile="aot_eager", name="a: b # c", betas=(0.8, 0.9))
+    text = cfg.to_yaml()
+    assert TrainConfig.from_yaml(text) == cfg
+    assert "epochs: 8  # passes over the training set\n" in text
+    assert "augment:  # augmentations, e.g." in text and "name: 'a: b # c'  # run folder name" in text

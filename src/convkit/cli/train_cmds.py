@@ -155,7 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         given = set(config_overrides(args)) - set(RESUMABLE_OVERRIDES)
         if given or args.config:
-            raise CLIError(f"--resume continues a run with its own config; drop {', '.join(sorted(given)) or '--config'}")
+            drop = ", ".join(sorted(given)) or "--config"
+            raise CLIError(f"--resume continues a run with its own config; drop {drop}")
         result = train(resume=args.resume, **{k: getattr(args, k) for k in RESUMABLE_OVERRIDES if k in args})
     else:
         result = train(_config(args), find_lr=args.find_lr)  # a NaN loss: NonFiniteLossError, exit code 1

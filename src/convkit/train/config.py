@@ -233,13 +233,27 @@ class TrainConfig:
         return d
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
-        """The config as YAML text; also written (atomically) to `path` if given.
+        """The config as YAML text, each key commented with its option's help; also written (atomically) to
+        `path` if given.
 
         Example:
             >>> TrainConfig(epochs=10).to_yaml("my_recipe.yaml")
         """
+        data = self.to_dict()
+        plain = yaml.safe_dump(data, sort_keys=False)
+        helps = {f.name: f.metadata["help"] for f in fields(self) if f.metadata.get("help")}
+        lines = plain.splitlines()
+        for i, line in enumerate(lines):  # a top-level key's line, unless its value goes on (a long string)
+            ends = line.endswith(":") or i + 1 == len(lines) or not lines[i + 1].startswith(" ")
+            if line.partition(":")[0] in helps and ends:
+                lines[i] = f"{line}  # {helps[line.partition(':')[0]]}"
+        commented = "\n".join(lines) + "\n"
+        try:
+            same = yaml.safe_load(commented) == data
+        except yaml.YAMLError:
+            same = False
         text = "# convkit training config: `convkit train --config THIS_FILE` repeats the run\n"
-        text += yaml.safe_dump(self.to_dict(), sort_keys=False)
+        text += commented if same else plain
         if path is not None:
             from convkit.train.runfolder import atomic_write_text
 
