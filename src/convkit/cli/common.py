@@ -85,7 +85,14 @@ def key_values(text: str) -> dict:
 
 
 def add_json(p: argparse.ArgumentParser | argparse._ArgumentGroup, help: str = "print JSON") -> None:
-    """Adds ``--json`` (a flag, ``args.json``): the verb prints its result as JSON (see `print_json`)."""
+    """Adds ``--json`` (a flag, ``args.json``): the verb prints its result as JSON (see `print_json`).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_json(parser, "print the rows as JSON")
+        >>> parser.parse_args(["--json"]).json
+        True
+    """
     p.add_argument("--json", action="store_true", help=help)
 
 
@@ -106,7 +113,11 @@ def print_json(data) -> None:
 
 
 def warn(message) -> None:
-    """Prints ``convkit: warning: <message>`` on stderr."""
+    """Prints ``convkit: warning: <message>`` on stderr.
+
+    Example:
+        >>> warn("shoe.png: cannot decode image; skipped")
+    """
     print(f"convkit: warning: {message}", file=sys.stderr)
 
 

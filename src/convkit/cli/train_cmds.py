@@ -133,7 +133,15 @@ def _help(f) -> str:
 
 
 def config_overrides(args: argparse.Namespace, config_class: type | None = None) -> dict:
-    """The config fields given on the command line, by name (the options left out are not in ``args``)."""
+    """The config fields given on the command line, by name (the options left out are not in ``args``).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_train_arguments(parser)
+        >>> _ = parser.add_argument("--json", action="store_true")  # not a config field: left out
+        >>> config_overrides(parser.parse_args(["--lr", "0.1", "--json"]))
+        {'lr': 0.1}
+    """
     from convkit.train.config import TrainConfig
 
     return {f.name: getattr(args, f.name) for f in fields(config_class or TrainConfig) if hasattr(args, f.name)}
