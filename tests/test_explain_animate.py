@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from convkit.cli.common import USER_ERRORS
 from convkit.cli.kernel_cmds import register
-from convkit.cli.main import CLIError
 from convkit.explain.animate import (
     CURRENT_COLOR,
     DONE_COLOR,
@@ -255,7 +255,7 @@ def run(capsys, *argv):
     args = parser.parse_args(list(argv))
     try:
         code = args.run(args)
-    except CLIError as err:
+    except USER_ERRORS as err:  # what `convkit` prints as one error line
         code = f"error: {err}"
     out, err = capsys.readouterr()
     return code, out, err

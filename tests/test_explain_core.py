@@ -475,14 +475,14 @@ def test_save_maximized_on_a_trained_run(run_dir, tmp_path):
 
 def cli(capsys, *argv):
     """Runs `convkit explain ...` through a parser built with explain_cmds.register, as cli.main does."""
-    from convkit.cli.main import CLIError
+    from convkit.cli.common import USER_ERRORS
 
     parser = argparse.ArgumentParser(prog="convkit")
     explain_cmds.register(parser.add_subparsers(dest="verb"), argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(["explain", *argv])
     try:
         code = args.run(args)
-    except CLIError as err:
+    except USER_ERRORS as err:  # what `convkit` prints as one error line
         code = 2
         print(f"convkit: error: {err}", file=__import__("sys").stderr)
     out, err = capsys.readouterr()

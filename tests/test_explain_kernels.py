@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from scipy.signal import correlate2d
 
+from convkit.cli.common import USER_ERRORS
 from convkit.cli.kernel_cmds import register
-from convkit.cli.main import CLIError
 from convkit.explain.kernels import (
     KERNELS,
     KernelError,
@@ -209,7 +209,7 @@ def run(capsys, *argv):
     args = parser.parse_args(list(argv))
     try:
         code = args.run(args)
-    except CLIError as err:
+    except USER_ERRORS as err:  # what `convkit` prints as one error line
         code = f"error: {err}"
     out, err = capsys.readouterr()
     return code, out, err

@@ -238,8 +238,8 @@ def test_not_a_run_folder(run_dir, tmp_path):
 # --- the command ---------------------------------------------------------------------------------------------
 
 def test_cli_report(run_dir, tmp_path, capsys):
-    from convkit.cli.main import CLIError
     from convkit.cli.report_cmds import register
+    from convkit.errors import ConvkitError
 
     parser = argparse.ArgumentParser(prog="convkit")
     register(parser.add_subparsers(dest="verb"))
@@ -249,7 +249,7 @@ def test_cli_report(run_dir, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     assert len(Page(out.read_text()).cams) == 2
     args = parser.parse_args(["report", str(tmp_path)])
-    with pytest.raises(CLIError, match="not a run folder"):
+    with pytest.raises(ConvkitError, match="not a run folder"):
         args.run(args)
     assert "convkit report runs/" in parser._subparsers._group_actions[0].choices["report"].format_help()
 

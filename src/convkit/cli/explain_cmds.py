@@ -9,10 +9,11 @@ run, else to ``./<model>-<verb>-<detail>.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
+
+from convkit.cli.common import FORMATTER, CLIError, add_json, parse_shape, print_json
 
 EXAMPLES = {
     "explain": """examples:
@@ -40,22 +41,7 @@ EXAMPLES = {
 }
 
 
-def _error(message: str) -> Exception:
-    from convkit.cli.main import CLIError  # imported late: cli.main imports this module
-
-    return CLIError(message)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from convkit.models import UnknownModelError
-
-    # LayerError, CheckpointError, ModelFileError and DataFormatError are ValueErrors
-    return (ValueError, UnknownModelError, FileNotFoundError, TypeError)
-
-
 def _add_source(p: argparse.ArgumentParser, image: bool) -> None:
-    from convkit.cli.main import parse_shape
-
     p.add_argument("model", metavar="RUN_OR_MODEL", help="a run folder, a .safetensors checkpoint, a zoo name "
                    "(untrained, see `convkit models`) or a model file (.yaml)")
     if image:
@@ -68,7 +54,7 @@ def _add_source(p: argparse.ArgumentParser, image: bool) -> None:
 
 def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE.png", help="where to write (default: RUN/explain/... or ./MODEL-...)")
-    p.add_argument("--json", action="store_true", help="print what was computed as JSON")
+    add_json(p, "print what was computed as JSON")
 
 
 def _load(args: argparse.Namespace):
@@ -90,7 +76,7 @@ def output_path(explainable, out: str | None, verb: str, detail: str) -> Path:
 
 def _report(args: argparse.Namespace, path: Path, summary: str, data: dict) -> int:
     if args.json:
-        print(json.dumps({"path": str(path), **data}, indent=2))
+        print_json({"path": str(path), **data})
     else:
         print(summary, file=sys.stderr)
         print(path)
@@ -100,14 +86,11 @@ def _report(args: argparse.Namespace, path: Path, summary: str, data: dict) -> i
 def cmd_filters(args: argparse.Namespace) -> int:
     from convkit.explain.filters import filter_layout, save_filters
 
-    try:
-        ex = _load(args)
-        info = filter_layout(ex, args.layer, max_filters=args.max_filters, max_channels=args.max_channels)
-        path = output_path(ex, args.out, "filters", info["layer"])
-        save_filters(ex, path, info["layer"], normalize=args.normalize, max_filters=args.max_filters,
-                     max_channels=args.max_channels)
-    except _user_errors() as err:
-        raise _error(str(err)) from None
+    ex = _load(args)
+    info = filter_layout(ex, args.layer, max_filters=args.max_filters, max_channels=args.max_channels)
+    path = output_path(ex, args.out, "filters", info["layer"])
+    save_filters(ex, path, info["layer"], normalize=args.normalize, max_filters=args.max_filters,
+                 max_channels=args.max_channels)
     out_ch, in_ch, kh, kw = info["weight_shape"]
     summary = f"{info['layer']}: {info['filters']} of {out_ch} filters, {kh}x{kw}, {info['mode']}"
     return _report(args, path, summary, {"model": ex.name, **info, "normalize": args.normalize})
@@ -117,15 +100,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     from convkit.explain.features import default_feature_layers, feature_maps, save_feature_maps
     from convkit.explain.source import load_image
 
-    try:
-        ex = _load(args)
-        image = load_image(args.image, ex.input_shape)
-        layers = args.layer or default_feature_layers(ex)
-        maps = feature_maps(ex, ex.normalize(image[None]), layers)
-        path = output_path(ex, args.out, "features", Path(args.image).stem)
-        save_feature_maps(ex, image, layers, path, max_channels=args.max_channels)
-    except _user_errors() as err:
-        raise _error(str(err)) from None
+    ex = _load(args)
+    image = load_image(args.image, ex.input_shape)
+    layers = args.layer or default_feature_layers(ex)
+    maps = feature_maps(ex, ex.normalize(image[None]), layers)
+    path = output_path(ex, args.out, "features", Path(args.image).stem)
+    save_feature_maps(ex, image, layers, path, max_channels=args.max_channels)
     data = {}
     for name, out in maps.items():
         sample = out[0].flatten(1) if out.dim() == 4 else out[0].reshape(out.shape[1], -1)
@@ -142,16 +122,13 @@ def cmd_attribution(args: argparse.Namespace) -> int:
 
     options = {k: getattr(args, k) for k in ("window", "stride") if getattr(args, k) is not None}
     if options and args.method != "occlusion":
-        raise _error(f"--{' --'.join(options)}: occlusion options; --method is {args.method}")
-    try:
-        ex = _load(args)
-        image = load_image(args.image, ex.input_shape)
-        result = explain_image(ex, image, args.method, args.target, args.layer, **options)
-        detail = f"{args.method}-{Path(args.image).stem}" + (f"-class{result.target}" if args.target else "")
-        path = output_path(ex, args.out, "attribution", detail)
-        plot_attribution(result, image, path)
-    except _user_errors() as err:
-        raise _error(str(err)) from None
+        raise CLIError(f"--{' --'.join(options)}: occlusion options; --method is {args.method}")
+    ex = _load(args)
+    image = load_image(args.image, ex.input_shape)
+    result = explain_image(ex, image, args.method, args.target, args.layer, **options)
+    detail = f"{args.method}-{Path(args.image).stem}" + (f"-class{result.target}" if args.target else "")
+    path = output_path(ex, args.out, "attribution", detail)
+    plot_attribution(result, image, path)
     summary = (f"{args.method} for '{result.target_name}' ({100 * result.probability:.1f}%): peak at row "
                f"{result.peak[0]}, column {result.peak[1]}" + (f" (layer {result.layer})" if result.layer else ""))
     return _report(args, path, summary, {"model": ex.name, "image": str(args.image), **result.to_dict()})
@@ -161,25 +138,22 @@ def cmd_maximize(args: argparse.Namespace) -> int:
     from convkit.explain.maximize import maximize, objective_value, plot_maximized
     from convkit.explain.source import resolve_layer
 
-    try:
-        ex = _load(args)
-        target = None if args.target is None else ex.class_index(args.target)
-        if target is not None and args.layer:
-            raise _error("--layer goes with --channel; a class is maximised at the model's output")
-        layer = None if target is not None else resolve_layer(ex.model, args.layer, default="last")[0]
-        goal = {"layer": layer, "channel": args.channel, "target_class": target}
-        progress = not args.json and sys.stderr.isatty()
-        image = maximize(ex, **goal, steps=args.steps, lr=args.lr, jitter=args.jitter, blur_every=args.blur_every,
-                         blur_sigma=args.blur_sigma, seed=args.seed, progress=progress)
-        start = float(objective_value(ex, _gray(ex.input_shape), **goal)[0])
-        end = float(objective_value(ex, image, **goal)[0])
-        what = (f"'{ex.class_name(target)}' (logit)" if target is not None
-                else f"{layer}, channel {args.channel} (mean activation)")
-        detail = f"class{target}" if target is not None else f"{layer}-c{args.channel}"
-        path = output_path(ex, args.out, "maximize", detail)
-        plot_maximized(image, path, f"maximising {what}: {start:.3g} on gray -> {end:.3g} ({args.steps} steps)")
-    except _user_errors() as err:
-        raise _error(str(err)) from None
+    ex = _load(args)
+    target = None if args.target is None else ex.class_index(args.target)
+    if target is not None and args.layer:
+        raise CLIError("--layer goes with --channel; a class is maximised at the model's output")
+    layer = None if target is not None else resolve_layer(ex.model, args.layer, default="last")[0]
+    goal = {"layer": layer, "channel": args.channel, "target_class": target}
+    progress = not args.json and sys.stderr.isatty()
+    image = maximize(ex, **goal, steps=args.steps, lr=args.lr, jitter=args.jitter, blur_every=args.blur_every,
+                     blur_sigma=args.blur_sigma, seed=args.seed, progress=progress)
+    start = float(objective_value(ex, _gray(ex.input_shape), **goal)[0])
+    end = float(objective_value(ex, image, **goal)[0])
+    what = (f"'{ex.class_name(target)}' (logit)" if target is not None
+            else f"{layer}, channel {args.channel} (mean activation)")
+    detail = f"class{target}" if target is not None else f"{layer}-c{args.channel}"
+    path = output_path(ex, args.out, "maximize", detail)
+    plot_maximized(image, path, f"maximising {what}: {start:.3g} on gray -> {end:.3g} ({args.steps} steps)")
     summary = f"maximising {what}: {start:.3g} on a gray image -> {end:.3g}"
     return _report(args, path, summary, {
         "model": ex.name, "layer": layer, "channel": args.channel, "class": target,
@@ -194,7 +168,7 @@ def _gray(shape):
     return torch.full(tuple(shape), 0.5)
 
 
-def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> None:
+def register(verbs, formatter_class=FORMATTER) -> None:
     """Adds the ``explain`` verb and its sub-verbs filters, features, attribution, maximize to ``verbs``."""
     from convkit.explain.attribution import METHODS
     from convkit.explain.filters import NORMALIZATIONS

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from convkit.cli.common import FORMATTER, CLIError, add_json, print_json
 
 EXAMPLES = {
     "kernel": """examples:
@@ -30,12 +31,6 @@ Kernels are applied as in CNNs: cross-correlation, the kernel not flipped.""",
   convkit animate --model resnet18 --layer conv1 --json                          7x7/2, 224 -> 112
   convkit animate --model lenet5 --layer features.c3 --fps 4""",
 }
-
-
-def _error(message: str) -> Exception:
-    from convkit.cli.main import CLIError  # imported late: cli.main imports this module
-
-    return CLIError(message)
 
 
 def parse_pair(text: str) -> tuple[int, int]:
@@ -81,7 +76,6 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     from convkit.data.errors import DataFormatError
     from convkit.data.folder import decode_image
     from convkit.explain.kernels import (
-        KernelError,
         apply_kernel,
         auto_display,
         kernel_label,
@@ -91,23 +85,19 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     )
     from convkit.layers.padding import normalize_padding_mode
 
-    try:
-        kernel = load_kernel(args.kernel)
-        name = kernel_label(args.kernel)
-        if not Path(args.image).is_file():
-            raise DataFormatError(f"{args.image}: no such image file")
-        image = decode_image(args.image, channels=1 if args.gray else None)
-        padding = normalize_padding_mode(args.padding)
-        out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}-{name}.png")
-        written = save_kernel_comparison(image, kernel, out, padding=padding, name=name, display=args.display)
-    except (KernelError, DataFormatError, ValueError, OSError) as err:
-        raise _error(str(err)) from None
+    kernel = load_kernel(args.kernel)
+    name = kernel_label(args.kernel)
+    if not Path(args.image).is_file():
+        raise DataFormatError(f"{args.image}: no such image file")
+    image = decode_image(args.image, channels=1 if args.gray else None)
+    padding = normalize_padding_mode(args.padding)
+    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}-{name}.png")
+    written = save_kernel_comparison(image, kernel, out, padding=padding, name=name, display=args.display)
     stats = output_stats(apply_kernel(image, kernel, padding))
     display = auto_display(kernel) if args.display == "auto" else args.display
     if args.json:
-        print(json.dumps({"image": str(args.image), "kernel": name, "kernel_values": kernel.tolist(),
-                          "padding": padding, "display": display, "input_shape": list(image.shape),
-                          "output": stats, "out": str(written)}, indent=2))
+        print_json({"image": str(args.image), "kernel": name, "kernel_values": kernel.tolist(), "padding": padding,
+                    "display": display, "input_shape": list(image.shape), "output": stats, "out": str(written)})
         print(f"wrote {written}", file=sys.stderr)
     else:
         print(f"{name} {kernel.shape[0]}x{kernel.shape[1]} on {args.image} ({image.shape[0]}x{image.shape[1]}x"
@@ -130,15 +120,15 @@ def _geometry(args: argparse.Namespace):
         given = [f"--{o.replace('_', '-')}" for o in _GEOMETRY_OPTIONS if getattr(args, o) is not None]
         given += ["--transposed"] if args.transposed else []
         if not args.model:
-            raise _error("--layer needs --model (a zoo name or a model file)")
+            raise CLIError("--layer needs --model (a zoo name or a model file)")
         if given:
-            raise _error(f"--layer takes the geometry from the layer; drop {', '.join(given)}")
+            raise CLIError(f"--layer takes the geometry from the layer; drop {', '.join(given)}")
         kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_channels", args.in_channels)) if v}
         return geometry_from_layer(args.model, args.layer, args.input, **kwargs)
     if args.model:
-        raise _error("--model needs --layer NAME (see `convkit summary MODEL` for the layer names)")
+        raise CLIError("--model needs --layer NAME (see `convkit summary MODEL` for the layer names)")
     if args.input is not None and len(args.input) == 3:
-        raise _error(f"--input takes N or HxW without --model, got {'x'.join(map(str, args.input))}")
+        raise CLIError(f"--input takes N or HxW without --model, got {'x'.join(map(str, args.input))}")
     size = args.input or (5, 5)
     kernel, stride = args.kernel or (3, 3), args.stride or (1, 1)
     dilation = args.dilation or (1, 1)
@@ -147,7 +137,7 @@ def _geometry(args: argparse.Namespace):
         padding = (0, 0)
     elif padding == "same":
         if args.transposed:
-            raise _error("--padding same applies to a convolution, not a transposed one")
+            raise CLIError("--padding same applies to a convolution, not a transposed one")
         padding = tuple(same_padding(n, k, s, d) for n, k, s, d in zip(size, kernel, stride, dilation))
     return ConvGeometry(size, kernel, stride, padding, dilation, transposed=args.transposed,
                         output_padding=args.output_padding or (0, 0), padding_mode=args.padding_mode or "zeros")
@@ -155,23 +145,16 @@ def _geometry(args: argparse.Namespace):
 
 def cmd_animate(args: argparse.Namespace) -> int:
     from convkit.explain.animate import Animation
-    from convkit.models import ModelFileError, UnknownModelError
 
     if args.max_outputs < 1 or not args.fps > 0:
-        raise _error("--max-outputs and --fps must be positive")
-    try:
-        geometry = _geometry(args)
-        animation = Animation(geometry, numbers=args.numbers, max_outputs=args.max_outputs)
-        written = animation.save(args.out, fps=args.fps)
-    except (UnknownModelError, ModelFileError, FileNotFoundError, ValueError, OSError) as err:  # ShapeError too
-        raise _error(str(err)) from None
-    except KeyError as err:  # an unknown layer
-        raise _error(str(err)) from None
+        raise CLIError("--max-outputs and --fps must be positive")
+    geometry = _geometry(args)  # an unknown model or layer, or a ShapeError: ConvkitErrors, reported by cli.main
+    animation = Animation(geometry, numbers=args.numbers, max_outputs=args.max_outputs)
+    written = animation.save(args.out, fps=args.fps)
     data = animation.data
     if args.json:
-        print(json.dumps({**geometry.to_dict(), "frames": len(data.positions) + 1,
-                          "shown_output": list(data.shown_output), "numbers": animation.numbers,
-                          "out": str(written)}, indent=2))
+        print_json({**geometry.to_dict(), "frames": len(data.positions) + 1,
+                    "shown_output": list(data.shown_output), "numbers": animation.numbers, "out": str(written)})
         print(f"wrote {written}", file=sys.stderr)
     else:
         print(geometry.describe())
@@ -182,7 +165,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> None:
+def register(verbs, formatter_class=FORMATTER) -> None:
     """Adds the ``kernel`` and ``animate`` subparsers to ``verbs`` (from ``add_subparsers``)."""
     fmt = formatter_class
     p = verbs.add_parser("kernel", help="filter an image with a classic kernel and save before | after",
@@ -201,7 +184,7 @@ def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> Non
                    help="how the output is shown (default: auto: diverging for kernels summing to 0, clipped "
                    "to the image's range for kernels summing to 1, min..max otherwise)")
     p.add_argument("--gray", action="store_true", help="convert the image to grayscale first")
-    p.add_argument("--json", action="store_true", help="print the output's statistics as JSON")
+    add_json(p, "print the output's statistics as JSON")
     p.set_defaults(run=cmd_kernel)
 
     p = verbs.add_parser("animate", help="animate a convolution sliding over its padded input (GIF)",
@@ -236,5 +219,5 @@ def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> Non
                    help="draw the values in the cells (default: when the grid is at most 12 cells a side)")
     g.add_argument("--max-outputs", type=int, default=8, metavar="N",
                    help="outputs drawn per axis; larger outputs are cropped to their top-left corner (default: 8)")
-    g.add_argument("--json", action="store_true", help="print the geometry and output size as JSON")
+    add_json(g, "print the geometry and output size as JSON")
     p.set_defaults(run=cmd_animate)

@@ -1,14 +1,28 @@
-"""The ``convkit`` command: one subcommand per stage, each with an example in its ``--help``."""
+"""The ``convkit`` command: one subcommand per stage, each with an example in its ``--help``.
+
+This module imports the verb modules (``train_cmds``, ``explain_cmds``, ``kernel_cmds``, ``report_cmds``); they
+import only ``cli.common``. `main` is the one place that turns a user error into ``convkit: error: ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import warnings
 from collections.abc import Sequence
 
 from convkit import __version__
+from convkit.cli import explain_cmds, kernel_cmds, report_cmds, train_cmds
+from convkit.cli.common import (  # noqa: F401  (CLIError, build_model: also imported from here by older code)
+    FORMATTER,
+    USER_ERRORS,
+    CLIError,
+    add_json,
+    add_model_arguments,
+    build_model,
+    parse_shape,
+    print_json,
+    reported_warnings,
+)
 
 EXAMPLES = {
     "main": """examples:
@@ -20,7 +34,8 @@ EXAMPLES = {
   convkit explain attribution runs/NAME shoe.png --method gradcam
   convkit kernel edge photo.jpg        the Laplacian, before and after
   convkit animate --input 5 --kernel 3 --stride 2 --padding 1
-  convkit report runs/NAME             one HTML page: metrics, plots, layers, filters, Grad-CAMs""",
+  convkit report runs/NAME             one HTML page: metrics, plots, layers, filters, Grad-CAMs
+  convkit --debug summary my.yaml      on an error, the traceback instead of one line""",
     "models": """examples:
   convkit models
   convkit models 'vgg*'
@@ -33,12 +48,8 @@ EXAMPLES = {
 }
 
 
-class CLIError(Exception):
-    """A user error: printed as 'convkit: error: ...' with exit code 2."""
-
-
 def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = FORMATTER
     parser = argparse.ArgumentParser(
         prog="convkit",
         description="convkit: declare, inspect, train, explain and reuse convolutional neural networks.",
@@ -46,13 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     parser.add_argument("--version", action="version", version=f"convkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, raise it: show the traceback")
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
 
     p = verbs.add_parser("models", help="list the model zoo", description="List the model zoo: name, "
                          "parameters, default input size and paper.", epilog=EXAMPLES["models"], formatter_class=fmt)
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'resnet*' (default: all)")
     p.add_argument("--family", help="only this family (lenet, alexnet, vgg, resnet, ...)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json(p, "print JSON instead of a table")
     p.set_defaults(run=cmd_models)
 
     p = verbs.add_parser("summary", help="inspect a model without running it",
@@ -65,54 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"],
                    help="optimizer whose state counts in training memory (default: sgd)")
     p.add_argument("--dtype", default="float32", help="parameter and activation dtype (default: float32)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json(p, "print JSON instead of a table")
     p.add_argument("--csv", metavar="FILE", help="also write the per-layer rows as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="draw the layer stack as boxes sized by their feature maps")
     p.set_defaults(run=cmd_summary)
 
-    from convkit.cli.train_cmds import register as register_training
-
-    register_training(verbs, fmt)
-    from convkit.cli.explain_cmds import register as register_explain
-    from convkit.cli.kernel_cmds import register as register_kernels
-    from convkit.cli.report_cmds import register as register_report
-
-    register_explain(verbs, fmt)
-    register_kernels(verbs, fmt)
-    register_report(verbs, fmt)
+    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds):
+        module.register(verbs, fmt)
     return parser
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments every verb that builds a model shares: a zoo name or a model file, and its head."""
-    p.add_argument("model", help="a zoo name (see `convkit models`), a model file (.yaml), a run folder or a "
-                   ".safetensors checkpoint")
-    p.add_argument("--num-classes", type=int, help="classes of the classifier (default: the model's)")
-    p.add_argument("--in-channels", type=int, help="input channels, e.g. 1 for grayscale (default: the model's)")
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``'3x224x224'`` -> ``(3, 224, 224)``; argparse reports a ValueError as a usage error."""
-    try:
-        shape = tuple(int(p) for p in text.lower().replace("×", "x").replace(",", "x").split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x224x224, got {text!r}")
-    return shape
-
-
-def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = None, meta: bool = True):
-    """The model that ``args.model`` names (zoo name, model file, run folder or checkpoint), through the one
-    resolver (`convkit.models.resolve_model`); returns ``(model, input_shape)`` (the model's own by default)."""
-    from convkit.layers.shapes import ShapeError
-    from convkit.models import CheckpointError, ModelFileError, UnknownModelError, resolve_model
-
-    try:
-        model = resolve_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels, meta=meta)
-    except (UnknownModelError, ModelFileError, ShapeError, CheckpointError, FileNotFoundError, ValueError) as err:
-        raise CLIError(str(err)) from None
-    return model, tuple(input_shape or model.model_cfg.input_shape or (3, 224, 224))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -130,7 +102,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             "paper": info.paper, "torchvision": info.torchvision, "description": info.description,
         })
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     widths = {"name": max(len(r["name"]) for r in rows), "family": max(len(r["family"]) for r in rows)}
     print(f"{'model':<{widths['name']}}  {'family':<{widths['family']}}  {'params':>12}  {'input':>10}  paper")
@@ -145,17 +117,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from convkit.inspect import summary
 
     model, input_shape = build_model(args, args.input)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = summary(model, input_size=input_shape, batch_size=args.batch, optimizer=args.optimizer,
-                             dtype=args.dtype)
-        except ValueError as err:  # ShapeError is a ValueError
-            raise CLIError(str(err)) from None
-    for w in caught:
-        print(f"convkit: warning: {w.message}", file=sys.stderr)
+    with reported_warnings():
+        result = summary(model, input_size=input_shape, batch_size=args.batch, optimizer=args.optimizer,
+                         dtype=args.dtype)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print_json(result.to_dict())
     else:
         print(result)
     if args.csv:
@@ -169,7 +135,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``convkit`` command; returns the exit code."""
+    """Entry point of the ``convkit`` command; returns the exit code.
+
+    A user error (`convkit.errors.ConvkitError`; see `convkit.cli.common.USER_ERRORS` for the plain errors
+    also taken as one) is printed as ``convkit: error: <message>`` on stderr and ends the command with the
+    error's ``exit_code`` (2, a NaN loss 1); ``convkit --debug ...`` raises it instead, with its traceback.
+
+    Example:
+        >>> main(["summary", "resnet19"])
+        2
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
@@ -177,9 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except CLIError as err:
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
         print(f"convkit: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("convkit: interrupted", file=sys.stderr)
         return 130

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
+
+from convkit.cli.common import FORMATTER, CLIError, reported_warnings
 
 EXAMPLES = {
     "report": """examples:
@@ -15,28 +15,14 @@ EXAMPLES = {
 }
 
 
-def _error(message: str) -> Exception:
-    from convkit.cli.main import CLIError  # imported late: cli.main imports this module
-
-    return CLIError(message)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from convkit.explain.report import ReportError, build_report
-    from convkit.train import CheckpointError
+    from convkit.explain.report import build_report
 
     if args.gradcams < 0:
-        raise _error(f"--gradcams must be 0 or more, got {args.gradcams}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            path = build_report(args.run_dir, args.out, test_data=args.data, gradcams=args.gradcams,
-                                data_dir=args.data_dir)
-        except (ReportError, CheckpointError, FileNotFoundError, PermissionError) as err:
-            raise _error(str(err)) from None
-    for w in caught:  # sections left out of the page (the page says so too)
-        if issubclass(w.category, RuntimeWarning):
-            print(f"convkit: warning: {w.message}", file=sys.stderr)
+        raise CLIError(f"--gradcams must be 0 or more, got {args.gradcams}")
+    with reported_warnings(RuntimeWarning):  # sections left out of the page (the page says so too)
+        path = build_report(args.run_dir, args.out, test_data=args.data, gradcams=args.gradcams,
+                            data_dir=args.data_dir)
     print(path)
     if args.open:
         import webbrowser
@@ -45,7 +31,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> None:
+def register(verbs, formatter_class=FORMATTER) -> None:
     """Adds the ``report`` subparser to ``verbs`` (from add_subparsers).
 
     Example:

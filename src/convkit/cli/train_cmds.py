@@ -1,6 +1,7 @@
 """The ``convkit train``, ``evaluate``, ``predict`` and ``lr-find`` verbs (registered by ``cli.main``).
 
-Each option of ``train`` is a field of `convkit.train.TrainConfig`; options left out keep the config file's
+The options of ``train`` and ``lr-find`` are generated from the fields of `convkit.train.TrainConfig` (their help,
+group, choices and flags are declared with `convkit.train.config.opt`); options left out keep the config file's
 value (``--config``) or the default, so ``convkit train`` alone trains fastcnn on the shipped data.
 """
 
@@ -10,8 +11,12 @@ import argparse
 import json
 import signal
 import sys
+import types
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
 
-import yaml
+from convkit.cli.common import FORMATTER, CLIError, add_json, key_values, print_json, warn
 
 EXAMPLES = {
     "train": """examples:
@@ -37,130 +42,132 @@ EXAMPLES = {
 _S = argparse.SUPPRESS  # options not given stay out of the namespace: they do not override the config
 
 
-def _error(message: str) -> Exception:
-    from convkit.cli.main import CLIError  # imported late: cli.main imports this module
+def add_train_arguments(p: argparse.ArgumentParser, config_class: type | None = None) -> None:
+    """Adds ``--config`` and one option per field of `TrainConfig` (or of ``config_class``, a subclass).
 
-    return CLIError(message)
+    Each option comes from its field's metadata (see `convkit.train.config.opt`): help text, ``--help`` section,
+    choices, metavar and flags; how it parses its value follows the field's type (see `value_options`). An
+    option not given stays out of the namespace, so it does not override ``--config``'s value; its dest is the
+    field's name (`config_overrides` collects them).
 
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_train_arguments(parser)
+        >>> args = parser.parse_args(["resnet20", "--epochs", "3", "--no-augment", "-q"])
+        >>> config_overrides(args)
+        {'model': 'resnet20', 'epochs': 3, 'augment': {}, 'quiet': True}
+    """
+    from convkit.train.config import GROUPS, TrainConfig
 
-def _key_values(text: str) -> dict:
-    """``'a=1,b=true,c=[1,2]'`` -> ``{'a': 1, 'b': True, 'c': [1, 2]}`` (values read as YAML)."""
-    out, depth, item = {}, 0, ""
-    for ch in text + ",":
-        depth += ch in "[{" or -(ch in "]}")
-        if ch == "," and depth == 0:
-            if item.strip():
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
-                out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
-            item = ""
-        else:
-            item += ch
-    return out
-
-
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """The training options shared by ``train`` and ``lr-find``: one per TrainConfig field."""
-    p.add_argument("model", nargs="?", default=_S, help="zoo name or model file (.yaml) (default: fastcnn)")
+    config_class = config_class or TrainConfig
+    hints = typing.get_type_hints(config_class)
     p.add_argument("--config", metavar="YAML", help="start from this config (e.g. a run's config.yaml)")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default=_S, help="dataset name or path (default: the shipped Fashion-MNIST subset)")
-    g.add_argument("--data-dir", default=_S, help="where named datasets are looked for")
-    g.add_argument("--test-data", default=_S, help="evaluation set (default: the test split of --data)")
-    g.add_argument("--limit", type=int, default=_S, help="train on the first N images only")
-    g.add_argument("--test-limit", type=int, default=_S, help="evaluate on the first N test images only")
-    g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=_S,
-                   help="decode image folders/CSVs from disk in every batch instead of holding them in memory "
-                   "(default: only sets over 2 GiB as uint8); --no-stream refuses to stream")
-    g.add_argument("--workers", type=int, default=_S, help="DataLoader workers that decode streamed images "
-                   "(default: min(8, cores); 0: in the training process)")
-    g.add_argument("--augment", type=_key_values, default=_S, metavar="K=V,...",
-                   help="augmentations, e.g. horizontal_flip=1,crop_padding=2,mixup=0.2 (see AugmentConfig)")
-    g.add_argument("--no-augment", dest="augment", action="store_const", const={}, default=_S,
-                   help="no augmentation")
-    g = p.add_argument_group("model")
-    g.add_argument("--model-arg", dest="model_kwargs", type=_key_values, default=_S, metavar="K=V,...",
-                   help="zoo builder arguments, e.g. widths=[32,64,128],dropout=0.1")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=_S)
-    g.add_argument("--batch-size", type=int, default=_S)
-    g.add_argument("--eval-batch-size", type=int, default=_S)
-    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=_S)
-    g.add_argument("--lr", type=float, default=_S, help="peak learning rate")
-    g.add_argument("--momentum", type=float, default=_S)
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=_S)
-    g.add_argument("--weight-decay", type=float, default=_S)
-    g.add_argument("--schedule", choices=["onecycle", "cosine", "step", "constant"], default=_S)
-    g.add_argument("--warmup-epochs", type=float, default=_S)
-    g.add_argument("--step-size", type=int, default=_S, help="epochs between steps of --schedule step")
-    g.add_argument("--gamma", type=float, default=_S, help="factor of --schedule step")
-    g.add_argument("--label-smoothing", type=float, default=_S)
-    g.add_argument("--grad-clip", type=float, default=_S, help="clip the gradient norm (0: off)")
-    g.add_argument("--ema", type=float, default=_S, help="EMA decay of the weights, e.g. 0.999 (0: off)")
-    g.add_argument("--early-stopping", type=int, default=_S, metavar="PATIENCE")
-    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=_S,
-                   help="evaluate on images and their mirror images (default: when training flips them)")
-    g = p.add_argument_group("execution")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=_S)
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=_S)
-    g.add_argument("--compile", nargs="?", const=True, default=_S, metavar="BACKEND",
-                   help="torch.compile the model (optionally with this backend, e.g. aot_eager)")
-    g.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=_S,
-                   help="cuDNN autotuning: seconds at the start, faster steps for long GPU runs")
-    g.add_argument("--device", default=_S, help="auto, cpu, cuda, cuda:1...")
-    g.add_argument("--threads", type=int, default=_S, help="CPU threads (default: all cores)")
-    g.add_argument("--seed", type=int, default=_S)
-    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=_S)
-    g = p.add_argument_group("run folder")
-    g.add_argument("--name", default=_S, help="run folder name under --runs-dir (default: model-date-time)")
-    g.add_argument("--runs-dir", default=_S, help="where run folders go (default: runs)")
-    g.add_argument("--checkpoint-every", type=int, default=_S, metavar="STEPS",
-                   help="also save the resumable state every N steps (default: epoch ends only)")
-    g.add_argument("--log-every", type=int, default=_S, metavar="STEPS")
-    g.add_argument("--quiet", "-q", action="store_true", default=_S, help="one line per epoch, no progress bars")
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for f in fields(config_class):
+        meta = f.metadata
+        if "help" not in meta:
+            raise TypeError(f"{config_class.__name__}.{f.name} has no command-line option: declare it with "
+                            "convkit.train.config.opt(default, help=..., group=...)")
+        group = groups[meta["group"]]
+        options = {"default": _S, "help": _help(f), **value_options(hints[f.name], meta)}
+        if meta["positional"]:
+            options.pop("metavar", None)  # a positional's name is its metavar
+            group.add_argument(f.name, nargs="?", **options)
+            continue
+        flags = meta["flags"] or ("--" + f.name.replace("_", "-"),)
+        group.add_argument(*flags, dest=f.name, **options)
+        if meta["off"]:
+            group.add_argument("--no-" + flags[0].lstrip("-"), dest=f.name, action="store_const", const={},
+                               default=_S, help=meta["off"])
 
 
-_NOT_CONFIG = {"config", "resume", "find_lr", "run", "verb", "start", "end", "steps", "out", "json"}
+def value_options(hint, meta: typing.Mapping | None = None) -> dict:
+    """The argparse keywords that parse a value of the field type ``hint`` (``X | None`` as X).
+
+    ``bool``: ``--x/--no-x``; ``bool | str``: a flag with an optional value (``--compile`` or ``--compile
+    aot_eager``); ``dict``: ``K=V,...`` (`convkit.cli.common.key_values`); ``tuple[float, float]``: two values;
+    ``int``, ``float``, ``str``: one value of that type. The field's ``choices`` and ``metavar`` are added.
+
+    Example:
+        >>> value_options(int | None)
+        {'type': <class 'int'>}
+        >>> value_options(bool)["action"].__name__
+        'BooleanOptionalAction'
+    """
+    meta = meta or {}
+    kinds = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    kinds.discard(type(None))
+    (kind,) = kinds if len(kinds) == 1 else (None,)
+    origin = typing.get_origin(kind) or kind
+    if kinds == {bool}:
+        options = {"action": argparse.BooleanOptionalAction}
+    elif kinds == {bool, str}:
+        options = {"nargs": "?", "const": True}
+    elif origin is dict:
+        options = {"type": key_values, "metavar": "K=V,..."}
+    elif origin is tuple and len(set(typing.get_args(kind))) == 1:
+        options = {"nargs": len(typing.get_args(kind)), "type": typing.get_args(kind)[0]}
+    elif kind in (int, float, str):
+        options = {"type": kind}
+    else:
+        raise TypeError(f"no command-line parser for a field of type {hint}; add one to value_options")
+    options.update({k: meta[k] for k in ("choices", "metavar") if meta.get(k) is not None})
+    return options
+
+
+def _help(f) -> str:
+    """The field's help, with its default appended unless the text speaks of one ('%' escaped for argparse)."""
+    text = f.metadata["help"]
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    if "default" not in text and default not in (None, {}):
+        if isinstance(default, bool):
+            shown = "on" if default else "off"
+        elif isinstance(default, dict):
+            shown = ",".join(f"{k}={json.dumps(v)}" for k, v in default.items())
+        elif isinstance(default, tuple):
+            shown = " ".join(map(str, default))
+        else:
+            shown = str(default)
+        text += f" (default: {shown})"
+    return text.replace("%", "%%")
+
+
+def config_overrides(args: argparse.Namespace, config_class: type | None = None) -> dict:
+    """The config fields given on the command line, by name (the options left out are not in ``args``).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_train_arguments(parser)
+        >>> _ = parser.add_argument("--json", action="store_true")  # not a config field: left out
+        >>> config_overrides(parser.parse_args(["--lr", "0.1", "--json"]))
+        {'lr': 0.1}
+    """
+    from convkit.train.config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in fields(config_class or TrainConfig) if hasattr(args, f.name)}
 
 
 def _config(args: argparse.Namespace):
     from convkit.train import TrainConfig
 
-    overrides = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
-    try:
-        base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-        return base.replace(**overrides)
-    except (ValueError, OSError) as err:
-        raise _error(str(err)) from None
-
-
-def _user_errors():
-    from convkit.data.errors import DataFormatError, DatasetNotFoundError, LabelError
-    from convkit.models import ModelFileError, UnknownModelError
-    from convkit.train import CheckpointError
-
-    return (DataFormatError, DatasetNotFoundError, LabelError, ModelFileError, UnknownModelError, CheckpointError,
-            FileNotFoundError, FileExistsError, ValueError)
+    if args.config and not Path(args.config).is_file():
+        raise CLIError(f"--config {args.config}: no such file (give a YAML file such as a run's config.yaml)")
+    base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    return base.replace(**config_overrides(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from convkit.train import NonFiniteLossError, train
+    from convkit.train import train
     from convkit.train.trainer import RESUMABLE_OVERRIDES
 
-    try:
-        if args.resume:
-            given = {k for k in vars(args) if k not in _NOT_CONFIG} - set(RESUMABLE_OVERRIDES)
-            if given or args.config:
-                raise _error(f"--resume continues a run with its own config; drop {', '.join(sorted(given)) or '--config'}")
-            result = train(resume=args.resume, **{k: getattr(args, k) for k in RESUMABLE_OVERRIDES if k in args})
-        else:
-            result = train(_config(args), find_lr=args.find_lr)
-    except NonFiniteLossError as err:
-        print(f"convkit: error: {err}", file=sys.stderr)
-        return 1
-    except _user_errors() as err:
-        raise _error(str(err)) from None
+    if args.resume:
+        given = set(config_overrides(args)) - set(RESUMABLE_OVERRIDES)
+        if given or args.config:
+            drop = ", ".join(sorted(given)) or "--config"
+            raise CLIError(f"--resume continues a run with its own config; drop {drop}")
+        result = train(resume=args.resume, **{k: getattr(args, k) for k in RESUMABLE_OVERRIDES if k in args})
+    else:
+        result = train(_config(args), find_lr=args.find_lr)  # a NaN loss: NonFiniteLossError, exit code 1
     if result.run_dir is None:  # a torchrun rank other than 0
         return 0
     if result.stopped == "interrupted":
@@ -186,26 +193,21 @@ def _print_summary(result) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from convkit.data import load_eval_data
     from convkit.train import evaluate, load_checkpoint
 
-    try:
-        ckpt = load_checkpoint(args.checkpoint, args.device)
-        data = args.data or ckpt.meta.get("config", {}).get("test_data") or ckpt.meta.get("config", {}).get("data")
-        if not data:
-            raise _error(f"{ckpt.path}: does not say what it was trained on; pass --data")
-        data_dir = args.data_dir or ckpt.meta.get("config", {}).get("data_dir")
-        # a folder or CSV whole, else its/the dataset's split; labels matched to the model's classes by name
-        dataset, what = load_eval_data(data, args.split, data_dir, classes=ckpt.classes)
-        out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
-        result = evaluate(ckpt, dataset, args.batch_size, args.device, args.worst, out)
-    except _user_errors() as err:
-        raise _error(str(err)) from None
+    ckpt = load_checkpoint(args.checkpoint, args.device)
+    data = args.data or ckpt.meta.get("config", {}).get("test_data") or ckpt.meta.get("config", {}).get("data")
+    if not data:
+        raise CLIError(f"{ckpt.path}: does not say what it was trained on; pass --data")
+    data_dir = args.data_dir or ckpt.meta.get("config", {}).get("data_dir")
+    # a folder or CSV whole, else its/the dataset's split; labels matched to the model's classes by name
+    dataset, what = load_eval_data(data, args.split, data_dir, classes=ckpt.classes)
+    out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
+    result = evaluate(ckpt, dataset, args.batch_size, args.device, args.worst, out)
     if args.json:
-        print(json.dumps({"checkpoint": str(ckpt.path), "data": str(data), "split": args.split, "evaluated_on": what,
-                          **result.to_dict()}, indent=2))
+        print_json({"checkpoint": str(ckpt.path), "data": str(data), "split": args.split, "evaluated_on": what,
+                    **result.to_dict()})
     else:
         print(f"{ckpt.path} on {what}:\n{result}")
         for name, path in result.files.items():
@@ -216,34 +218,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from convkit.train import predict
 
-    try:
-        results = predict(args.checkpoint, args.images, top=args.top, batch_size=args.batch_size, device=args.device)
-    except _user_errors() as err:
-        raise _error(str(err)) from None
+    results = predict(args.checkpoint, args.images, top=args.top, batch_size=args.batch_size, device=args.device)
     failed = [r for r in results if r.error]
     for r in failed:
-        print(f"convkit: warning: {r.error}", file=sys.stderr)
+        warn(r.error)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print_json([r.to_dict() for r in results])
     else:
         for r in results:
             if not r.error:
                 print(f"{r.path}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top))
     if not results:
-        raise _error("no images found in " + ", ".join(args.images))
+        raise CLIError("no images found in " + ", ".join(args.images))
     return 1 if failed else 0
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from convkit.train import Trainer
 
-    try:
-        trainer = Trainer(_config(args))
-        result = trainer.find_lr(args.start, args.end, args.steps, plot=args.out)
-    except _user_errors() as err:
-        raise _error(str(err)) from None
+    trainer = Trainer(_config(args))
+    result = trainer.find_lr(args.start, args.end, args.steps, plot=args.out)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print_json(result.to_dict())
     else:
         s = result.suggestion
         print(f"suggested learning rate: {s:.3g}" if s else "no clear descent in the sweep; try a wider range")
@@ -251,7 +247,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> None:
+def register(verbs, formatter_class=FORMATTER) -> None:
     """Adds the train, evaluate, predict and lr-find subparsers to ``verbs`` (from add_subparsers)."""
     fmt = formatter_class
     p = verbs.add_parser("train", help="train a model (default: fastcnn on the shipped Fashion-MNIST subset)",
@@ -277,7 +273,7 @@ def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> Non
     p.add_argument("--worst", type=int, default=16, help="how many worst-classified examples to show (default: 16)")
     p.add_argument("--out", help="folder for the images (default: the checkpoint's folder)")
     p.add_argument("--no-plots", action="store_true", help="write no images")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json(p)
     p.set_defaults(run=cmd_evaluate)
 
     p = verbs.add_parser("predict", help="classify images with a trained model",
@@ -289,7 +285,7 @@ def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> Non
     p.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json(p)
     p.set_defaults(run=cmd_predict)
 
     p = verbs.add_parser("lr-find", help="sweep the learning rate and suggest one",
@@ -301,6 +297,6 @@ def register(verbs, formatter_class=argparse.RawDescriptionHelpFormatter) -> Non
     p.add_argument("--end", type=float, default=10.0)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--out", default="lr_find.png", help="the plot (default: lr_find.png)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json(p)
     p.set_defaults(run=cmd_lr_find)
 

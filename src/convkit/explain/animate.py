@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
+from convkit.errors import ConvkitError
 from convkit.explain.kernels import _font
 from convkit.layers.padding import normalize_padding_mode, pad2d
 from convkit.layers.shapes import ShapeError, conv_output_size
@@ -730,7 +731,7 @@ def save_animation(geometry: ConvGeometry, path: str | os.PathLike, fps: float =
 # -- a layer of a model ---------------------------------------------------------------------------------------
 
 
-class UnknownLayerError(KeyError):
+class UnknownLayerError(KeyError, ConvkitError):
     """A model has no layer of the name asked for; the message suggests close names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from convkit.errors import ConvkitError
 from convkit.layers.padding import normalize_padding_mode, pad2d
 
 __all__ = [
@@ -86,7 +87,7 @@ _ALIASES = {
 }
 
 
-class KernelError(ValueError):
+class KernelError(ValueError, ConvkitError):
     """A kernel name that is not known, or a kernel file that cannot be read; the message says what is expected."""
 
 

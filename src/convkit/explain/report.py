@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import yaml
 
+from convkit.errors import ConvkitError
 from convkit.train.runfolder import atomic_write_text, read_metrics
 
 __all__ = ["ReportError", "build_report"]
@@ -40,7 +41,7 @@ CHECKPOINTS = ("best.safetensors", "last.safetensors")
 THUMB = 128  # CSS pixels of one Grad-CAM tile: 28x28 images are upscaled, large ones shrunk
 
 
-class ReportError(ValueError):
+class ReportError(ValueError, ConvkitError):
     """The folder is not a run folder, or a file the report cannot do without is missing or unreadable."""
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convkit.errors import ConvkitError
 from convkit.models.reference import UNTRAINED_MEAN, UNTRAINED_STD  # noqa: F401  (0.5/0.5: see there)
 
 __all__ = ["Explainable", "LayerError", "conv_layers", "eval_mode", "find_layer", "load_explainable", "load_image",
            "resolve_layer"]
 
 
-class LayerError(ValueError):
+class LayerError(ValueError, ConvkitError):
     """A layer name that the model does not have, or a model without the kind of layer asked for."""
 
 

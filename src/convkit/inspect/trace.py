@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from convkit.errors import ConvkitError
 from convkit.inspect import receptive as R
 from convkit.inspect.checks import check_module
 from convkit.inspect.fastmeta import NOT_HANDLED, meta_rule
@@ -40,7 +41,7 @@ __all__ = ["Frame", "Trace", "MetaUnsupportedError", "trace_model"]
 aten = torch.ops.aten
 
 
-class MetaUnsupportedError(RuntimeError):
+class MetaUnsupportedError(RuntimeError, ConvkitError):
     """The model's forward needs real values (``.item()``, data-dependent shapes): pass ``device="cpu"``."""
 
 

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from convkit.errors import ConvkitError
+
 __all__ = [
     "ShapeError",
     "ShapeWarning",
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 
-class ShapeError(ValueError):
+class ShapeError(ValueError, ConvkitError):
     """A layer cannot take its input shape.
 
     Attributes:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from torch import nn
 
+from convkit.errors import ConvkitError
+
 __all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info", "UnknownModelError"]
 
 
@@ -45,7 +47,7 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(KeyError, ConvkitError):
     """No model of that name in the zoo (and no model file at that path)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence

@@ -47,13 +47,14 @@ from typing import Any
 import yaml
 
 from convkit import layers as L
+from convkit.errors import ConvkitError
 from convkit.layers.shapes import ShapeError
 from convkit.models.sequential import Sequential
 
 __all__ = ["ModelFileError", "load_model_file", "parse_model_file"]
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ValueError, ConvkitError):
     """A model file is malformed; ``path`` and ``line`` (1-based) say where."""
 
     def __init__(self, message: str, path: str = "<string>", line: int | None = None):

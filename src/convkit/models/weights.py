@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from convkit.errors import ConvkitError
 from convkit.utils import atomic_write
 
 FORMAT = "convkit-checkpoint-1"
 _MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, ConvkitError):
     """A checkpoint that cannot be used: not safetensors, not convkit's, or a model that cannot be rebuilt."""
 
 

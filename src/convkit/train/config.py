@@ -1,15 +1,20 @@
 """The training recipe as one flat dataclass: what `convkit train` takes as options and writes as config.yaml.
 
 Everything that decides the result lives here, so `runs/<name>/config.yaml` reproduces a run:
-`convkit train --config runs/<name>/config.yaml`.
+`convkit train --config runs/<name>/config.yaml`. Each field is declared with `opt`, which also holds its
+command-line option (help, group, choices, flags): one schema drives the config file, its validation and
+the options of `convkit train` and `convkit lr-find`, so a new option is one line here.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -18,6 +23,46 @@ from convkit.data.augment import AugmentConfig
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+GROUPS = ("data", "model", "optimisation", "execution", "run folder")  # the sections of `convkit train --help`
+
+
+def opt(default: Any, *, help: str, group: str, choices: Sequence | None = None,
+        metavar: str | tuple[str, ...] | None = None, flags: Sequence[str] = (), positional: bool = False,
+        off: str | None = None) -> Any:
+    """A `TrainConfig` field together with its command-line option: one line declares both.
+
+    The field's type decides how the option parses its value (see `convkit.cli.train_cmds`): ``bool``
+    fields get ``--x/--no-x``, ``bool | str`` a flag with an optional value, dicts ``K=V,...``, tuples one
+    value per element, ``int``/``float``/``str`` a value of that type; ``X | None`` accepts what X accepts.
+
+    Args:
+        default: the field's default; a dict or list is copied for every config.
+        help: the option's help text (the default is appended unless the text mentions one).
+        group: the section of ``--help`` it is listed in, one of `GROUPS`.
+        choices: the values allowed: `TrainConfig.validate` checks them and argparse offers them.
+        metavar: the name of the value in ``--help`` (default: argparse's).
+        flags: the option strings (default: ``--`` and the name with dashes); more than one are aliases.
+        positional: an optional positional argument instead of a flag (the model).
+        off: the help of an extra ``--no-NAME`` flag that sets a dict field to ``{}`` (``--no-augment``).
+
+    Returns:
+        A `dataclasses.field` whose metadata holds the option.
+
+    Example:
+        >>> from dataclasses import dataclass, fields
+        >>> @dataclass
+        ... class Recipe(TrainConfig):
+        ...     mixup_alpha: float = opt(0.0, group="data", help="mixup's alpha (0: off)")
+        >>> [f.metadata["help"] for f in fields(Recipe) if f.name == "mixup_alpha"]
+        ["mixup's alpha (0: off)"]
+    """
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
+    metadata = {"help": help, "group": group, "choices": tuple(choices) if choices is not None else None,
+                "metavar": metavar, "flags": tuple(flags), "positional": positional, "off": off}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -88,48 +133,65 @@ class TrainConfig:
         True
     """
 
-    task: str = "classification"
-    model: str = "fastcnn"
-    model_kwargs: dict = field(default_factory=dict)
-    data: str = "default"
-    data_dir: str | None = None
-    test_data: str | None = None
-    limit: int | None = None
-    test_limit: int | None = None
-    stream: bool | None = None
-    workers: int | None = None
-    epochs: int = 8
-    batch_size: int = 128
-    eval_batch_size: int | None = None
-    optimizer: str = "adamw"
-    lr: float = 6e-3
-    momentum: float = 0.9
-    nesterov: bool = True
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.05
-    schedule: str = "onecycle"
-    warmup_epochs: float = 0.3
-    step_size: int = 1
-    gamma: float = 0.7
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0
-    ema: float = 0.995
-    early_stopping: int = 0
-    augment: dict = field(default_factory=lambda: {"horizontal_flip": True})
-    tta: bool | None = None
-    precision: str = "auto"
-    channels_last: bool | None = None
-    compile: bool | str = False
-    cudnn_benchmark: bool = False
-    device: str = "auto"
-    threads: int | None = None
-    seed: int = 0
-    deterministic: bool | None = None
-    checkpoint_every: int = 0
-    log_every: int = 10
-    name: str | None = None
-    runs_dir: str = "runs"
-    quiet: bool = False
+    task: str = opt("classification", group="model",
+                    help="what the model is trained for (convkit.train.list_tasks(): classification)")
+    model: str = opt("fastcnn", group="model", positional=True, help="zoo name or model file (.yaml)")
+    model_kwargs: dict = opt({}, group="model", flags=("--model-arg",), metavar="K=V,...",
+                             help="zoo builder arguments, e.g. widths=[32,64,128],dropout=0.1")
+    data: str = opt("default", group="data",
+                    help="dataset name or path (default: the shipped Fashion-MNIST subset)")
+    data_dir: str | None = opt(None, group="data", help="where named datasets are looked for")
+    test_data: str | None = opt(None, group="data", help="evaluation set (default: the test split of --data)")
+    limit: int | None = opt(None, group="data", metavar="N", help="train on the first N images only")
+    test_limit: int | None = opt(None, group="data", metavar="N", help="evaluate on the first N test images only")
+    stream: bool | None = opt(None, group="data", help="decode image folders/CSVs from disk in every batch "
+                              "instead of holding them in memory (default: only sets over 2 GiB as uint8); "
+                              "--no-stream refuses to stream")
+    workers: int | None = opt(None, group="data", help="DataLoader workers that decode streamed images "
+                              "(default: min(8, cores); 0: in the training process)")
+    epochs: int = opt(8, group="optimisation", help="passes over the training set")
+    batch_size: int = opt(128, group="optimisation", help="the global batch (split across processes)")
+    eval_batch_size: int | None = opt(None, group="optimisation",
+                                      help="batch of the evaluation passes (default: 256 on CPU, 2048 on GPU)")
+    optimizer: str = opt("adamw", group="optimisation", choices=OPTIMIZERS, help="the optimizer")
+    lr: float = opt(6e-3, group="optimisation", help="peak learning rate")
+    momentum: float = opt(0.9, group="optimisation", help="SGD's momentum")
+    nesterov: bool = opt(True, group="optimisation", help="Nesterov momentum (SGD)")
+    betas: tuple[float, float] = opt((0.9, 0.999), group="optimisation", metavar=("B1", "B2"), help="Adam's betas")
+    weight_decay: float = opt(0.05, group="optimisation",
+                              help="L2 penalty (decoupled for AdamW), not on biases and normalisation weights")
+    schedule: str = opt("onecycle", group="optimisation", choices=SCHEDULES, help="learning-rate schedule, per step")
+    warmup_epochs: float = opt(0.3, group="optimisation", help="linear warm-up (one-cycle: the rise)")
+    step_size: int = opt(1, group="optimisation", help="epochs between steps of --schedule step")
+    gamma: float = opt(0.7, group="optimisation", help="factor of --schedule step")
+    label_smoothing: float = opt(0.0, group="optimisation", help="CrossEntropyLoss's label smoothing")
+    grad_clip: float = opt(0.0, group="optimisation", help="clip the gradient norm (0: off)")
+    ema: float = opt(0.995, group="optimisation", help="EMA decay of the weights, e.g. 0.999 (0: off)")
+    early_stopping: int = opt(0, group="optimisation", metavar="PATIENCE",
+                              help="stop after this many epochs without a better test accuracy (0: off)")
+    augment: dict = opt({"horizontal_flip": True}, group="data", metavar="K=V,...", off="no augmentation",
+                        help="augmentations, e.g. horizontal_flip=1,crop_padding=2,mixup=0.2 (see AugmentConfig)")
+    tta: bool | None = opt(None, group="optimisation",
+                           help="evaluate on images and their mirror images (default: when training flips them)")
+    precision: str = opt("auto", group="execution", choices=PRECISIONS,
+                         help="auto: bf16 on GPUs that have it, fp32 on CPU")
+    channels_last: bool | None = opt(None, group="execution", help="NHWC memory format (default: on)")
+    compile: bool | str = opt(False, group="execution", metavar="BACKEND",
+                              help="torch.compile the model (optionally with this backend, e.g. aot_eager)")
+    cudnn_benchmark: bool = opt(False, group="execution",
+                                help="cuDNN autotuning: seconds at the start, faster steps for long GPU runs")
+    device: str = opt("auto", group="execution", help="auto, cpu, cuda, cuda:1...")
+    threads: int | None = opt(None, group="execution", help="CPU threads (default: all cores)")
+    seed: int = opt(0, group="execution", help="seeds the weights, the data order and the augmentation")
+    deterministic: bool | None = opt(None, group="execution",
+                                     help="deterministic algorithms (default: on CPU, where resumes are exact)")
+    checkpoint_every: int = opt(0, group="run folder", metavar="STEPS",
+                                help="also save the resumable state every N steps (default: epoch ends only)")
+    log_every: int = opt(10, group="run folder", metavar="STEPS", help="steps between progress updates")
+    name: str | None = opt(None, group="run folder",
+                           help="run folder name under --runs-dir (default: model-date-time)")
+    runs_dir: str = opt("runs", group="run folder", help="where run folders go")
+    quiet: bool = opt(False, group="run folder", flags=("--quiet", "-q"), help="one line per epoch, no progress bars")
 
     def __post_init__(self):
         for name in ("model", "data", "data_dir", "test_data", "runs_dir"):  # Paths: YAML stores text
@@ -142,9 +204,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Checks the choices and ranges; raises ValueError naming the field and what it accepts."""
-        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for f in fields(self):  # the choices the command line offers too (see `opt`)
+            allowed = f.metadata.get("choices")
+            if allowed is not None and getattr(self, f.name) not in allowed:
+                raise ValueError(f"{f.name} must be one of {', '.join(allowed)}, got {getattr(self, f.name)!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -157,6 +220,10 @@ class TrainConfig:
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema is a decay in [0, 1) (0: off), got {self.ema}")
         self.augment_config()  # unknown augmentation names fail here, before any work
+        from convkit.train.task import list_tasks  # the registry: tasks register themselves by name
+
+        if self.task not in list_tasks():
+            raise ValueError(f"task must be one of {', '.join(list_tasks())}, got {self.task!r}")
 
     def augment_config(self) -> AugmentConfig:
         """The `augment` mapping as an `AugmentConfig` (raises ValueError on an unknown name)."""
@@ -173,13 +240,27 @@ class TrainConfig:
         return d
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
-        """The config as YAML text; also written (atomically) to `path` if given.
+        """The config as YAML text, each key commented with its option's help; also written (atomically) to
+        `path` if given.
 
         Example:
             >>> TrainConfig(epochs=10).to_yaml("my_recipe.yaml")
         """
+        data = self.to_dict()
+        plain = yaml.safe_dump(data, sort_keys=False)
+        helps = {f.name: f.metadata["help"] for f in fields(self) if f.metadata.get("help")}
+        lines = plain.splitlines()
+        for i, line in enumerate(lines):  # a top-level key's line, unless its value goes on (a long string)
+            ends = line.endswith(":") or i + 1 == len(lines) or not lines[i + 1].startswith(" ")
+            if line.partition(":")[0] in helps and ends:
+                lines[i] = f"{line}  # {helps[line.partition(':')[0]]}"
+        commented = "\n".join(lines) + "\n"
+        try:
+            same = yaml.safe_load(commented) == data
+        except yaml.YAMLError:
+            same = False
         text = "# convkit training config: `convkit train --config THIS_FILE` repeats the run\n"
-        text += yaml.safe_dump(self.to_dict(), sort_keys=False)
+        text += commented if same else plain
         if path is not None:
             from convkit.train.runfolder import atomic_write_text
 
@@ -217,4 +298,4 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (unknown names refused as in `from_dict`)."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+        return type(self).from_dict({**self.to_dict(), **changes})

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from convkit.data import MEMORY_BUDGET, ImageFileDataset, ImageTensorDataset, load_dataset
 from convkit.data.errors import DatasetNotFoundError
+from convkit.errors import ConvkitError
 from convkit.inspect.memory import format_bytes
 from convkit.models.reference import ModelCfg, model_spec, resolve_model
 from convkit.models.weights import CheckpointError, load_state, save_state, save_tensors
@@ -53,8 +54,10 @@ RESUMABLE_OVERRIDES = ("quiet", "log_every", "workers")
 Dataset = ImageTensorDataset | ImageFileDataset  # in memory, or streamed from image files
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RuntimeError, ConvkitError):
     """The loss became NaN or infinite; the message names the epoch and step and the last good checkpoint."""
+
+    exit_code = 1  # the run failed; not a usage error
 
 
 @dataclass

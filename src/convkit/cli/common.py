@@ -1,0 +1,158 @@
+"""What the ``convkit`` verbs share: the CLI's error, argument parsers, the model arguments, JSON and warnings.
+
+The layering of the ``cli`` package: ``cli.main`` imports the verb modules (``train_cmds``, ``explain_cmds``,
+``kernel_cmds``, ``report_cmds``), and they import only this module, which imports no other ``cli`` module.
+
+Errors: a verb raises (or lets through) a `convkit.errors.ConvkitError`, whose message says what was wrong and
+what was expected; ``cli.main.main`` catches it once and prints ``convkit: error: <message>`` (exit code 2;
+``convkit --debug VERB ...`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+
+import yaml
+
+from convkit.errors import ConvkitError
+
+__all__ = [
+    "FORMATTER", "USER_ERRORS", "CLIError", "add_json", "add_model_arguments", "build_model", "key_values",
+    "parse_shape", "print_json", "reported_warnings", "warn",
+]
+
+FORMATTER = argparse.RawDescriptionHelpFormatter  # keeps the examples' line breaks in every --help
+
+# What `convkit` prints as one line (`convkit: error: ...`) instead of a traceback. ConvkitError is the contract:
+# a user error is a ConvkitError. OSError and ValueError are caught too, because user input still reaches the
+# verbs' code as plain ones (a file that cannot be read or written, a value out of range) that printed a clean
+# message before ConvkitError existed; raise a ConvkitError subclass in new code.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConvkitError, OSError, ValueError)
+
+
+class CLIError(ConvkitError):
+    """A user error found by the command line itself (options that do not go together, nothing found).
+
+    Example:
+        >>> err = CLIError("--layer needs --model (a zoo name or a model file)")
+        >>> isinstance(err, ConvkitError), err.exit_code
+        (True, 2)
+    """
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``'3x224x224'`` -> ``(3, 224, 224)``; argparse reports a ValueError as a usage error.
+
+    Example:
+        >>> parse_shape("3x32x32"), parse_shape("1,28,28")
+        ((3, 32, 32), (1, 28, 28))
+    """
+    try:
+        shape = tuple(int(p) for p in text.lower().replace("×", "x").replace(",", "x").split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x224x224, got {text!r}")
+    return shape
+
+
+def key_values(text: str) -> dict:
+    """``'a=1,b=true,c=[1,2]'`` -> ``{'a': 1, 'b': True, 'c': [1, 2]}``: values read as YAML, dashes in keys
+    read as underscores (the parser of ``--augment`` and ``--model-arg``).
+
+    Example:
+        >>> key_values("crop_padding=4,horizontal-flip=true,widths=[16,32]")
+        {'crop_padding': 4, 'horizontal_flip': True, 'widths': [16, 32]}
+    """
+    out, depth, item = {}, 0, ""
+    for ch in text + ",":
+        depth += ch in "[{" or -(ch in "]}")
+        if ch == "," and depth == 0:
+            if item.strip():
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+                out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+            item = ""
+        else:
+            item += ch
+    return out
+
+
+def add_json(p: argparse.ArgumentParser | argparse._ArgumentGroup, help: str = "print JSON") -> None:
+    """Adds ``--json`` (a flag, ``args.json``): the verb prints its result as JSON (see `print_json`).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_json(parser, "print the rows as JSON")
+        >>> parser.parse_args(["--json"]).json
+        True
+    """
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def print_json(data) -> None:
+    """Prints ``data`` as indented JSON on stdout (what ``--json`` asks for).
+
+    Example:
+        >>> print_json({"path": "out.png", "size": [2, 3]})
+        {
+          "path": "out.png",
+          "size": [
+            2,
+            3
+          ]
+        }
+    """
+    print(json.dumps(data, indent=2))
+
+
+def warn(message) -> None:
+    """Prints ``convkit: warning: <message>`` on stderr.
+
+    Example:
+        >>> warn("shoe.png: cannot decode image; skipped")
+    """
+    print(f"convkit: warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def reported_warnings(category: type[Warning] = Warning) -> Iterator[list]:
+    """Collects the warnings raised inside (every time, not once per place) and, if the block ends without an
+    error, prints those of ``category`` with `warn`. Yields the list of all caught warnings.
+
+    Example:
+        >>> with reported_warnings(RuntimeWarning):
+        ...     warnings.warn("no test images: the Grad-CAM section is left out", RuntimeWarning)
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+    for w in caught:
+        if issubclass(w.category, category):
+            warn(w.message)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments every verb that builds a model shares: a model reference, and its head."""
+    p.add_argument("model", help="a zoo name (see `convkit models`), a model file (.yaml), a run folder or a "
+                   ".safetensors checkpoint")
+    p.add_argument("--num-classes", type=int, help="classes of the classifier (default: the model's)")
+    p.add_argument("--in-channels", type=int, help="input channels, e.g. 1 for grayscale (default: the model's)")
+
+
+def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = None, meta: bool = True):
+    """The model that ``args.model`` names (zoo name, model file, run folder or checkpoint), through the one
+    resolver (`convkit.models.resolve_model`); returns ``(model, input_shape)``, the model's own by default.
+
+    Errors (unknown names, bad files, damaged checkpoints) are ConvkitErrors, reported by ``main``.
+    """
+    from convkit.models import resolve_model
+
+    model = resolve_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels, meta=meta)
+    return model, tuple(input_shape or model.model_cfg.input_shape or (3, 224, 224))
