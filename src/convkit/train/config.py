@@ -134,7 +134,7 @@ class TrainConfig:
     """
 
     task: str = opt("classification", group="model",
-                    help="what the model is trained for (convkit.train.list_tasks(): classification)")
+                    help="what the model is trained for (registered tasks: convkit.train.list_tasks())")
     model: str = opt("fastcnn", group="model", positional=True, help="zoo name or model file (.yaml)")
     model_kwargs: dict = opt({}, group="model", flags=("--model-arg",), metavar="K=V,...",
                              help="zoo builder arguments, e.g. widths=[32,64,128],dropout=0.1")
