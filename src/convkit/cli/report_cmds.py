@@ -22,7 +22,7 @@ def _error(message: str) -> Exception:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from convkit.explain.report import ReportError, build_report
+    from convkit.report import ReportError, build_report
     from convkit.train import CheckpointError
 
     if args.gradcams < 0:

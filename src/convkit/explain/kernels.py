@@ -462,7 +462,7 @@ def save_kernel_comparison(image: torch.Tensor | str | os.PathLike, kernel: torc
         >>> save_kernel_comparison("cat.png", "sobel-x", "cat-sobel-x.png", padding="replicate")
         PosixPath('cat-sobel-x.png')
     """
-    from convkit.train.runfolder import atomic_write
+    from convkit.utils import atomic_write
 
     if not isinstance(image, torch.Tensor):
         from convkit.data.folder import decode_image

@@ -18,10 +18,10 @@ from convkit.train.evaluate import (
 )
 from convkit.train.lr_finder import LRFinderResult, lr_sweep, suggest_lr
 from convkit.train.predict import Prediction, predict
-from convkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, train
+from convkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, load_test_data, train
 
 __all__ = [
     "Checkpoint", "CheckpointError", "EvalResult", "LRFinderResult", "NonFiniteLossError", "Prediction",
     "TrainConfig", "TrainResult", "Trainer", "classification_metrics", "evaluate", "load_checkpoint",
-    "lr_sweep", "predict", "predict_dataset", "predict_logits", "read_header", "suggest_lr", "train",
+    "load_test_data", "lr_sweep", "predict", "predict_dataset", "predict_logits", "read_header", "suggest_lr", "train",
 ]

@@ -11,48 +11,16 @@ import csv
 import io
 import os
 import re
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from convkit.utils import atomic_write, atomic_write_text  # moved there; still importable from here
+
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_s",
                  "images_per_s", "elapsed_s")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Calls `write(tmp_path)` and moves the result onto `path` atomically.
-
-    Args:
-        path: the destination.
-        write: writes the whole file at the path it is given.
-
-    Returns:
-        `path` as a Path.
-
-    Example:
-        >>> atomic_write("runs/x/last.safetensors", lambda tmp: save_file(tensors, tmp))
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:  # the data reaches the disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes text (UTF-8) atomically; see `atomic_write`."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str) -> Path:
