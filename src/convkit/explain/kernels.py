@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from convkit.layers.padding import normalize_padding_mode, pad2d
+from convkit.layers.shapes import same_padding
 
 __all__ = [
     "KERNELS",
@@ -197,7 +198,8 @@ def same_pads(kernel_hw: Sequence[int]) -> tuple[int, int, int, int]:
     (1, 2, 1, 1)
     """
     kh, kw = kernel_hw
-    return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+    # stride 1: same_padding never reads the size, so 0 stands for any
+    return (*same_padding(0, kw), *same_padding(0, kh))
 
 
 def apply_kernel(image: torch.Tensor, kernel: torch.Tensor | str | os.PathLike | Sequence,
