@@ -16,7 +16,7 @@ EXAMPLES = {
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from convkit.explain.report import build_report
+    from convkit.report import build_report
 
     if args.gradcams < 0:
         raise CLIError(f"--gradcams must be 0 or more, got {args.gradcams}")

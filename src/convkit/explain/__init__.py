@@ -3,7 +3,7 @@
 What a model learned: its filters, the feature maps an image produces, which pixels a prediction rests on
 (saliency, Grad-CAM, occlusion, guided backpropagation, deconvnet; computed by Captum), and the input that
 most excites a filter or class. What a kernel does: the lectures' kernels applied to an image, and the
-convolution animated cell by cell. And a run's whole story on one HTML page.
+convolution animated cell by cell. (A run's whole story on one HTML page is `convkit.report`.)
 
 >>> from convkit.explain import load_explainable, load_image, save_attribution, save_animation, ConvGeometry
 >>> tiny_run                            # a run folder: convkit.train(epochs=1, limit=128).run_dir
@@ -34,7 +34,6 @@ from convkit.explain.features import feature_maps, save_feature_maps
 from convkit.explain.filters import filter_grid, save_filters
 from convkit.explain.kernels import KERNELS, apply_kernel, load_kernel, save_kernel_comparison
 from convkit.explain.maximize import maximize, save_maximized
-from convkit.explain.report import ReportError, build_report
 from convkit.explain.source import (
     Explainable,
     LayerError,
@@ -45,8 +44,8 @@ from convkit.explain.source import (
 )
 
 __all__ = [
-    "KERNELS", "METHODS", "AttributionResult", "ConvGeometry", "Explainable", "LayerError", "ReportError",
-    "apply_kernel", "attribute", "build_report", "conv_layers", "explain_image", "feature_maps", "filter_grid",
+    "KERNELS", "METHODS", "AttributionResult", "ConvGeometry", "Explainable", "LayerError",
+    "apply_kernel", "attribute", "conv_layers", "explain_image", "feature_maps", "filter_grid",
     "find_layer", "frames", "geometry_from_layer", "load_explainable", "load_image", "load_kernel", "maximize",
     "overlay", "save_animation", "save_attribution", "save_feature_maps", "save_filters", "save_kernel_comparison",
     "save_maximized",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.train.runfolder import atomic_write
+from convkit.utils import atomic_write
 
 DPI = 100
 

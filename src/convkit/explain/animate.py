@@ -48,7 +48,13 @@ from torch import nn
 from convkit.errors import ConvkitError
 from convkit.explain.kernels import _font
 from convkit.layers.padding import normalize_padding_mode, pad2d
-from convkit.layers.shapes import ShapeError, conv_output_size
+from convkit.layers.shapes import (
+    conv_output_size,
+    format_pair,
+    format_shape,
+    pair,
+    transposed_output_size,
+)
 
 __all__ = [
     "FORMULA",
@@ -94,14 +100,16 @@ _KIND_COLORS = {INPUT: INPUT_COLOR, PADDING: PADDING_COLOR, INSERTED: INSERTED_C
 
 
 def _pair(value: int | Sequence[int], name: str, minimum: int) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    if not (isinstance(value, Sequence) and len(value) == 2
-            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+    bools = isinstance(value, bool) or (isinstance(value, Sequence) and any(isinstance(v, bool) for v in value))
+    try:
+        result = pair(value, name)
+    except TypeError:
+        result = None
+    if result is None or bools:
         raise ValueError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
-    if min(value) < minimum:
+    if min(result) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
-    return int(value[0]), int(value[1])
+    return result
 
 
 def _padding(value) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -111,10 +119,6 @@ def _padding(value) -> tuple[tuple[int, int], tuple[int, int]]:
         return pads
     ph, pw = _pair(value, "padding", 0)
     return (ph, ph), (pw, pw)
-
-
-def _text_pair(values: Sequence[int]) -> str:
-    return f"{values[0]}" if values[0] == values[1] else f"{values[0]}x{values[1]}"
 
 
 @dataclass(frozen=True)
@@ -196,11 +200,7 @@ class ConvGeometry:
         name = ("height", "width")[axis]
         if not self.transposed:
             return conv_output_size(i, k, s, (before, after), d, layer=self.layer, axis=name, warn=False)
-        out = (i - 1) * s - 2 * before + d * (k - 1) + self.output_padding[axis] + 1
-        if out < 1:
-            raise ShapeError(f"padding {before} leaves no output along {name}: out = {self._worked(axis, out)}",
-                             self.layer)
-        return out
+        return transposed_output_size(i, k, s, before, self.output_padding[axis], d, layer=self.layer, axis=name)
 
     # -- text ------------------------------------------------------------------------------------------
 
@@ -234,16 +234,16 @@ class ConvGeometry:
     def describe(self) -> str:
         """One line: ``'convolution: input 5x5, kernel 3x3, stride 2, padding 1, dilation 1 -> output 3x3'``."""
         (top, bottom), (left, right) = self.padding
-        padding = _text_pair((top, left)) if (top, left) == (bottom, right) else \
+        padding = format_pair((top, left)) if (top, left) == (bottom, right) else \
             f"(top {top}, bottom {bottom}, left {left}, right {right})"
         text = (f"{'transposed convolution' if self.transposed else 'convolution'}: input "
-                f"{self.input_size[0]}x{self.input_size[1]}, kernel {self.kernel_size[0]}x{self.kernel_size[1]}, "
-                f"stride {_text_pair(self.stride)}, padding {padding}, dilation {_text_pair(self.dilation)}")
+                f"{format_shape(self.input_size)}, kernel {format_shape(self.kernel_size)}, "
+                f"stride {format_pair(self.stride)}, padding {padding}, dilation {format_pair(self.dilation)}")
         if self.transposed and self.output_padding != (0, 0):
-            text += f", output_padding {_text_pair(self.output_padding)}"
+            text += f", output_padding {format_pair(self.output_padding)}"
         if self.padding_mode != "zeros":
             text += f", padding mode {self.padding_mode}"
-        text += f" \u2192 output {self.output_size[0]}x{self.output_size[1]}"
+        text += f" \u2192 output {format_shape(self.output_size)}"
         return f"{self.layer}: {text}" if self.layer else text
 
     def to_dict(self) -> dict:
@@ -494,15 +494,15 @@ class Animation:
         lines = [g.describe()]
         if g.transposed:
             (pt, _), (pl, _) = g.grid_padding()
-            pads = _text_pair((pt, pl)).replace("-", "\u2212") + (" (negative: cropped)" if min(pt, pl) < 0 else "")
-            extra = f" (+ output_padding {_text_pair(g.output_padding)} after)" if any(g.output_padding) else ""
-            lines += [f"drawn as the equivalent convolution: the input dilated by the stride {_text_pair(g.stride)} "
+            pads = format_pair((pt, pl)).replace("-", "\u2212") + (" (negative: cropped)" if min(pt, pl) < 0 else "")
+            extra = f" (+ output_padding {format_pair(g.output_padding)} after)" if any(g.output_padding) else ""
+            lines += [f"drawn as the equivalent convolution: the input dilated by the stride {format_pair(g.stride)} "
                       f"(zeros inserted between pixels),",
                       f"padded by d(k\u22121)\u2212p = {pads}{extra}, slid with stride 1, kernel flipped"]
         if d.cropped:
             oh, ow = d.output.shape
-            lines.append(f"showing the top-left {d.shown_output[0]}x{d.shown_output[1]} of the {oh}x{ow} outputs "
-                         f"and the {d.shown_grid[0]}x{d.shown_grid[1]} grid cells they read")
+            lines.append(f"showing the top-left {format_shape(d.shown_output)} of the {oh}x{ow} outputs "
+                         f"and the {format_shape(d.shown_grid)} grid cells they read")
         return lines
 
     def _footer(self) -> list[str]:
@@ -574,7 +574,7 @@ class Animation:
             draw.text((_MARGIN, _MARGIN + n * _LINE), line, fill=(0, 0, 0), font=self.font)
         label_y = self.input_origin[1] - _LINE
         grid_label = "padded input" if not g.transposed else "dilated + padded input"
-        draw.text((self.input_origin[0], label_y), f"{grid_label} {d.grid_values.shape[0]}x{d.grid_values.shape[1]}",
+        draw.text((self.input_origin[0], label_y), f"{grid_label} {format_shape(d.grid_values.shape)}",
                   fill=(0, 0, 0), font=self.font)
         kernel_label = "kernel (flipped)" if g.transposed else "kernel"
         kx = self.kernel_origin[0] + d.applied_kernel.shape[1] * self.kernel_cell // 2
@@ -670,7 +670,7 @@ class Animation:
         Raises:
             ValueError: a non-positive fps.
         """
-        from convkit.train.runfolder import atomic_write
+        from convkit.utils import atomic_write
 
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")

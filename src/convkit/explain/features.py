@@ -16,6 +16,7 @@ import torch
 
 from convkit.explain._plot import mosaic, new_figure, save_figure, to_display
 from convkit.explain.source import Explainable, conv_layers, eval_mode, load_explainable, resolve_layer
+from convkit.layers.shapes import format_shape
 
 __all__ = ["default_feature_layers", "feature_grid", "feature_maps", "save_feature_maps"]
 
@@ -134,7 +135,7 @@ def save_feature_maps(model, image: torch.Tensor, layers: list[str] | None, path
     axes = fig.subplots(1, 1 + len(layers), squeeze=False)[0]
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.82, wspace=0.05)
     axes[0].imshow(to_display(image), interpolation="nearest")
-    axes[0].set_title(f"input {'x'.join(map(str, image.shape))}", fontsize=8)
+    axes[0].set_title(f"input {format_shape(image.shape)}", fontsize=8)
     for ax, (name, out) in zip(axes[1:], maps.items()):
         sample = out[0] if out.dim() == 4 else out[0].view(-1, 1, 1)  # a flat vector: one 1x1 map per unit
         ax.imshow(feature_grid(sample, max_channels), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")

@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from convkit.errors import ConvkitError
 from convkit.layers.padding import normalize_padding_mode, pad2d
+from convkit.layers.shapes import same_padding
 
 __all__ = [
     "KERNELS",
@@ -203,7 +204,8 @@ def same_pads(kernel_hw: Sequence[int]) -> tuple[int, int, int, int]:
     (1, 2, 1, 1)
     """
     kh, kw = kernel_hw
-    return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+    # stride 1: same_padding never reads the size, so 0 stands for any
+    return (*same_padding(0, kw), *same_padding(0, kh))
 
 
 def apply_kernel(image: torch.Tensor, kernel: torch.Tensor | str | os.PathLike | Sequence,
@@ -473,7 +475,7 @@ def save_kernel_comparison(image: torch.Tensor | str | os.PathLike, kernel: torc
         >>> save_kernel_comparison("shoe.png", "sobel-x", "shoe-sobel-x.png", padding="replicate")
         PosixPath('shoe-sobel-x.png')
     """
-    from convkit.train.runfolder import atomic_write
+    from convkit.utils import atomic_write
 
     if not isinstance(image, torch.Tensor):
         from convkit.data.folder import decode_image

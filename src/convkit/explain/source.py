@@ -173,7 +173,7 @@ def load_image(path: str | os.PathLike, input_shape: tuple[int, int, int]) -> to
         >>> load_image("shoe.jpg", (1, 28, 28)).shape    # torch.Size([1, 28, 28])
     """
     from convkit.data.folder import decode_image
-    from convkit.train.evaluate import fit_images
+    from convkit.utils import fit_images
 
     c, h, w = input_shape
     # decode_image converts modes itself for 1, 3 or 4 channels (as predict does); fit_images covers the rest

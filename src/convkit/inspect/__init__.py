@@ -14,11 +14,12 @@ PosixPath('vgg16.png')
 """
 
 from convkit.inspect.fastmeta import FastMetaMode
-from convkit.inspect.memory import dense_equivalent, format_bytes, parse_dtype
+from convkit.inspect.memory import dense_equivalent, parse_dtype
 from convkit.inspect.plot import plot_summary
 from convkit.inspect.receptive import ReceptiveField, receptive_field_chain
 from convkit.inspect.summary import CONVENTIONS, LayerRow, Summary, summary
 from convkit.inspect.trace import MetaUnsupportedError
+from convkit.utils import format_bytes
 
 __all__ = [
     "CONVENTIONS", "FastMetaMode", "LayerRow", "MetaUnsupportedError", "ReceptiveField", "Summary", "dense_equivalent",

@@ -14,20 +14,11 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from convkit.layers.shapes import ShapeError, conv_output_size, pair
+from convkit.layers.shapes import ShapeError, conv_output_size, pair, same_padding, transposed_output_size
 
 __all__ = ["check_module", "layer_geometry"]
 
 _WINDOWS = (nn.MaxPool2d, nn.AvgPool2d)
-
-
-def _pair(value) -> tuple[int, int]:
-    # the hot path of every conv/pool call: ints and pairs, as torch stores them
-    if type(value) is int:
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return (int(value[0]), int(value[1]))
-    return pair(value)
 
 
 def _torch_pads(module: nn.Module, hw: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -41,16 +32,13 @@ def _torch_pads(module: nn.Module, hw: Sequence[int]) -> tuple[tuple[int, int], 
         if padding == "valid":
             return (0, 0), (0, 0)
         if padding == "same":  # torch: stride 1 only; the odd pixel goes after
-            pads = []
-            for k, d in zip(_pair(module.kernel_size), _pair(module.dilation)):
-                total = d * (k - 1)
-                pads.append((total // 2, total - total // 2))
-            return pads[0], pads[1]
+            (kh, kw), (dh, dw) = pair(module.kernel_size), pair(module.dilation)
+            return same_padding(hw[0], kh, 1, dh), same_padding(hw[1], kw, 1, dw)
         return None
     if isinstance(padding, Sequence) and len(padding) == 4:
         left, right, top, bottom = (int(p) for p in padding)
         return (top, bottom), (left, right)
-    ph, pw = _pair(padding)
+    ph, pw = pair(padding)
     return (ph, ph), (pw, pw)
 
 
@@ -105,20 +93,20 @@ def layer_geometry(module: nn.Module, input_shape: Sequence[int] | None = None) 
     if kind in (_CONV, _CONV_T):
         hw = tuple(input_shape[-2:]) if input_shape is not None and len(input_shape) >= 2 else (0, 0)
         if kind == _CONV_T:
-            ph, pw = _pair(module.padding)
+            ph, pw = pair(module.padding)
             pads = ((ph, ph), (pw, pw))
         else:
             pads = _torch_pads(module, hw)
         if pads is None:
             return None
-        return {"kernel": _pair(module.kernel_size), "stride": _pair(module.stride),
-                "padding": (*pads[0], *pads[1]), "dilation": _pair(module.dilation), "groups": module.groups,
+        return {"kernel": pair(module.kernel_size), "stride": pair(module.stride),
+                "padding": (*pads[0], *pads[1]), "dilation": pair(module.dilation), "groups": module.groups,
                 "ceil_mode": False}
     if kind == _POOL:
-        kernel = _pair(module.kernel_size)
-        stride = _pair(module.stride) if module.stride not in (None, ()) else kernel
-        ph, pw = _pair(module.padding)
-        dilation = _pair(getattr(module, "dilation", 1))
+        kernel = pair(module.kernel_size)
+        stride = pair(module.stride) if module.stride not in (None, ()) else kernel
+        ph, pw = pair(module.padding)
+        dilation = pair(getattr(module, "dilation", 1))
         return {"kernel": kernel, "stride": stride, "padding": (ph, ph, pw, pw), "dilation": dilation,
                 "groups": 1, "ceil_mode": bool(getattr(module, "ceil_mode", False))}
     return None
@@ -167,20 +155,13 @@ def check_module(module: nn.Module, name: str, input_shape: tuple[int, ...]) -> 
     if kind == _CONV_T:
         for size, k, s, p, d, op, axis in zip(input_shape[1:], module.kernel_size, module.stride, module.padding,
                                               module.dilation, module.output_padding, ("height", "width")):
-            out = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
-            if out < 1:
-                raise ShapeError(f"padding {p} leaves no output along {axis}: out = ({size} - 1)*{s} - 2*{p} + "
-                                 f"{d}*({k} - 1) + {op} + 1 = {out} < 1", label, input_shape)
+            transposed_output_size(size, k, s, p, op, d, layer=label, input_shape=input_shape, axis=axis)
         return geometry
     top, bottom, left, right = geometry["padding"]
     for size, k, s, (before, after), d, axis in zip(
         input_shape[1:], geometry["kernel"], geometry["stride"], ((top, bottom), (left, right)),
         geometry["dilation"], ("height", "width"),
     ):
-        span = d * (k - 1) + 1
-        padded = size + before + after
-        if padded >= span and (padded - span) % s == 0 and not geometry["ceil_mode"]:
-            continue  # fits exactly: the formula needs no second look (the common case, kept fast)
         conv_output_size(size, k, s, (before, after), d, geometry["ceil_mode"], layer=label,
                          input_shape=input_shape, axis=axis)
     return geometry

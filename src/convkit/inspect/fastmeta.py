@@ -19,6 +19,10 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from convkit.layers.shapes import ShapeError, transposed_output_size, window_output_size
+
+pool_output_size = window_output_size  # the name this module exported before the arithmetic moved to shapes
+
 __all__ = ["FastMetaMode", "meta_rule", "pool_output_size"]
 
 aten = torch.ops.aten
@@ -54,15 +58,6 @@ def _ints(value: Any, n: int, default: int | None = None) -> list[int] | None:
     return value if len(value) == n else None
 
 
-def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
-    """torch's ``pooling_output_shape``: the output length of a pooling window along one axis."""
-    numerator = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
-    out = numerator // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1  # the last window would start in the right padding
-    return out
-
-
 def _conv(args, kwargs):
     x, w, _, stride, padding, dilation, transposed, output_padding, groups = args
     n = x.dim() - 2
@@ -79,13 +74,16 @@ def _conv(args, kwargs):
         if x.shape[1] != w.shape[0]:
             return NOT_HANDLED
         channels = w.shape[1] * groups
-        sizes = [(i - 1) * s - 2 * p + d * (k - 1) + op + 1
-                 for i, k, s, p, d, op in zip(x.shape[2:], kernel, stride, padding, dilation, output_padding)]
+        try:
+            sizes = [transposed_output_size(i, k, s, p, op, d)
+                     for i, k, s, p, d, op in zip(x.shape[2:], kernel, stride, padding, dilation, output_padding)]
+        except ShapeError:
+            return NOT_HANDLED  # torch raises its own error
     else:
         if x.shape[1] != w.shape[1] * groups:
             return NOT_HANDLED
         channels = w.shape[0]
-        sizes = [(i + 2 * p - d * (k - 1) - 1) // s + 1
+        sizes = [window_output_size(i, k, s, p, d)
                  for i, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation)]
     if min(sizes) < 1:
         return NOT_HANDLED
@@ -110,7 +108,7 @@ def _pool(n: int, with_indices: bool, has_dilation: bool):
             dilation, ceil_mode = [1] * n, bool(get(4, "ceil_mode", False))
         if None in (kernel, stride, padding, dilation):
             return NOT_HANDLED
-        sizes = [pool_output_size(i, k, s, p, d, ceil_mode)
+        sizes = [window_output_size(i, k, s, p, d, ceil_mode)
                  for i, k, s, p, d in zip(x.shape[-n:], kernel, stride, padding, dilation)]
         if min(sizes) < 1:
             return NOT_HANDLED

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
+from convkit.utils import format_bytes  # moved there; still importable from here
+
 __all__ = [
     "OPTIMIZER_STATE",
     "bytes_per_element",
@@ -135,16 +137,6 @@ def dense_equivalent(input_shape: Sequence[int], output_shape: Sequence[int], bi
     """
     n_in, n_out = math.prod(input_shape), math.prod(output_shape)
     return n_in * n_out + (n_out if bias else 0)
-
-
-def format_bytes(n: float) -> str:
-    """``1536`` -> ``'1.5 KiB'`` (binary units, as memory is allocated)."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def format_count(n: float) -> str:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from convkit.inspect.summary import LayerRow, Summary
+from convkit.layers.shapes import format_shape
 
 __all__ = ["plot_summary"]
 
@@ -115,7 +116,7 @@ def plot_summary(summary: Summary, path: str | os.PathLike, *, max_layers: int =
         for face, shade in ((side, 0.75), (top_face, 0.9), (front, 1.0)):
             ax.add_patch(Polygon(face, closed=True, facecolor=_shade(colour, shade), edgecolor="#333333",
                                  linewidth=0.6))
-        label = ("x".join(str(s) for s in shape) if len(shape) != 3 else f"{shape[0]}@{shape[1]}x{shape[2]}")
+        label = (format_shape(shape) if len(shape) != 3 else f"{shape[0]}@{shape[1]}x{shape[2]}")
         ax.text(x + thickness / 2, y0 - 0.25, label, ha="center", va="top", fontsize=7, rotation=90)
         ax.text(x + thickness / 2 + dx / 2, y0 + height + dy + 0.15, name, ha="left", va="bottom", fontsize=6,
                 rotation=45)
@@ -128,7 +129,7 @@ def plot_summary(summary: Summary, path: str | os.PathLike, *, max_layers: int =
     legend = [Polygon([(0, 0)], facecolor=c, edgecolor="#333333", label=k) for k, c in _COLOURS.items()
               if k == "input" or any(kind == k for _, kind, _ in boxes)]
     ax.legend(handles=legend, loc="lower right", fontsize=8, frameon=False)
-    ax.set_title(title or f"{summary.model}  ({'x'.join(map(str, summary.input_size))} input)", fontsize=10)
+    ax.set_title(title or f"{summary.model}  ({format_shape(summary.input_size)} input)", fontsize=10)
     path = Path(path)
     figure.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
     return path

@@ -26,6 +26,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from convkit.layers.shapes import format_pair
+
 __all__ = ["ReceptiveField", "receptive_field_chain"]
 
 # Internally a field is a tuple (r_h, j_h, s_h, r_w, j_w, s_w, spatial): tuples are cheap to make
@@ -69,18 +71,13 @@ class ReceptiveField:
         return cls(tuple(data["size"]), tuple(data["jump"]), tuple(data["start"]), bool(data.get("spatial", True)))
 
     def __str__(self) -> str:
-        return f"{_pair(self.size)}/{_pair(self.jump)}/{_pair(self.start)}"
+        return f"{format_pair(self.size)}/{format_pair(self.jump)}/{format_pair(self.start)}"
 
 
 def _num(value: float) -> float | int:
     """Integers as ints (the usual case), fractions as floats rounded for display stability."""
     value = float(value)
     return int(value) if value.is_integer() else round(value, 4)
-
-
-def _pair(values: Sequence[float]) -> str:
-    a, b = values
-    return f"{a:g}" if a == b else f"{a:g}x{b:g}"
 
 
 def receptive_field_chain(layers: Iterable[Sequence[int]]) -> list[ReceptiveField]:

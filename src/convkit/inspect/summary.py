@@ -51,7 +51,6 @@ from torch import nn
 from convkit.inspect.memory import (
     bytes_per_element,
     dense_equivalent,
-    format_bytes,
     format_count,
     inference_memory,
     optimizer_state_tensors,
@@ -60,7 +59,8 @@ from convkit.inspect.memory import (
 )
 from convkit.inspect.receptive import ReceptiveField
 from convkit.inspect.trace import Trace, trace_model
-from convkit.layers.shapes import ShapeWarning, format_shape
+from convkit.layers.shapes import ShapeWarning, format_pair, format_shape
+from convkit.utils import format_bytes
 
 __all__ = ["CONVENTIONS", "LayerRow", "Summary", "summary"]
 
@@ -159,23 +159,17 @@ class LayerRow:
         """``'11x11/4/2'``: kernel/stride/padding; dilation and groups when not 1."""
         if self.kernel is None:
             return ""
-        kh, kw = self.kernel
-        text = f"{kh}x{kw}/{_pair_text(self.stride)}"
+        text = f"{format_shape(self.kernel)}/{format_pair(self.stride)}"
         top, bottom, left, right = self.padding
         if top == bottom and left == right:
-            text += f"/{_pair_text((top, left))}"
+            text += f"/{format_pair((top, left))}"
         else:
             text += f"/({top},{bottom},{left},{right})"
         if self.dilation and self.dilation != (1, 1):
-            text += f" d{_pair_text(self.dilation)}"
+            text += f" d{format_pair(self.dilation)}"
         if self.groups and self.groups != 1:
             text += f" g{self.groups}"
         return text
-
-
-def _pair_text(values) -> str:
-    a, b = values
-    return f"{a}" if a == b else f"{a}x{b}"
 
 
 @dataclass
@@ -264,7 +258,7 @@ class Summary:
                 "" if r.groups is None else r.groups, r.params, r.trainable_params, r.frozen_params, r.param_bytes,
                 r.macs, r.activations, r.activation_bytes, r.new_activations, r.new_activation_bytes,
                 r.saved_bytes,
-                _rf_text(rf.size) if rf else "", _rf_text(rf.jump) if rf else "", _rf_text(rf.start) if rf else "",
+                format_pair(rf.size) if rf else "", format_pair(rf.jump) if rf else "", format_pair(rf.start) if rf else "",
                 "" if r.dense_equivalent is None else r.dense_equivalent, int(r.repeat),
             ])
         text = buffer.getvalue()
@@ -282,11 +276,6 @@ class Summary:
 
 def _shape(shape) -> str:
     return "" if shape is None else format_shape(shape)
-
-
-def _rf_text(values) -> str:
-    a, b = values
-    return f"{a:g}" if a == b else f"{a:g}x{b:g}"
 
 
 # -- building the result --------------------------------------------------------------------------------
@@ -553,7 +542,7 @@ def _render(s: Summary) -> str:
             format_bytes(r.activation_bytes) if r.new_activations or not r.activations
             else f"({format_bytes(r.activation_bytes)})",
             format_bytes(r.saved_bytes) if r.saved_bytes else "-",
-            (str(rf) if rf.spatial else f"{_rf_text(rf.size)} (all)") if rf else "",
+            (str(rf) if rf.spatial else f"{format_pair(rf.size)} (all)") if rf else "",
         ))
     widths = [len(h) for h in headers]
     for line in table:
@@ -589,8 +578,8 @@ def _render(s: Summary) -> str:
     ]
     if t["receptive_field"]:
         rf = ReceptiveField.from_dict(t["receptive_field"])
-        lines.append(f"Receptive field:  {_rf_text(rf.size)} pixels at {t['receptive_field_layer']} "
-                     f"(jump {_rf_text(rf.jump)}, start {_rf_text(rf.start)})")
+        lines.append(f"Receptive field:  {format_pair(rf.size)} pixels at {t['receptive_field_layer']} "
+                     f"(jump {format_pair(rf.jump)}, start {format_pair(rf.start)})")
     lines += [
         f"Training memory:  {format_bytes(train['total'])} for batch {s.batch_size} with {s.optimizer} = weights "
         f"{format_bytes(train['weights'])} + buffers {format_bytes(train['buffers'])} + gradients "

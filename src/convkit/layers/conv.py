@@ -24,7 +24,7 @@ from torch import nn
 
 from convkit.layers.core import ActivationMixin, build_channels, build_in_place, require_built
 from convkit.layers.padding import normalize_padding_mode, pad2d
-from convkit.layers.shapes import ShapeError, conv_output_size, pair, same_padding
+from convkit.layers.shapes import ShapeError, conv_output_size, pair, same_padding, transposed_output_size
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
@@ -194,11 +194,8 @@ class Conv2d(ActivationMixin, nn.Conv2d):
 
     def _same_pads(self, size: int, axis: int) -> tuple[int, int]:
         kernel, stride, dilation = self.kernel_size[axis], self.stride[axis], self.dilation[axis]
-        if stride == 1:
-            # independent of the size, which is then never read: keeps torch.fx tracing working
-            total = dilation * (kernel - 1)
-            return total // 2, total - total // 2
-        return same_padding(int(size), kernel, stride, dilation)
+        # with stride 1 same_padding never reads the size (it may be a torch.fx proxy): not made an int
+        return same_padding(size if stride == 1 else int(size), kernel, stride, dilation)
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         left, right, top, bottom = self.resolve_padding(x.shape)
@@ -342,14 +339,11 @@ class ConvTranspose2d(ActivationMixin, nn.ConvTranspose2d):
         """
         channels, height, width = _spatial(input_shape, type(self).__name__)
         _check_channels(self, channels)
-        sizes = []
-        for size, k, s, p, op, d, axis in zip((height, width), self.kernel_size, self.stride, self.padding,
-                                              self.output_padding, self.dilation, ("height", "width")):
-            out = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
-            if out < 1:
-                raise ShapeError(f"padding {p} leaves no output along {axis}: out = ({size} - 1)*{s} - 2*{p} "
-                                 f"+ {d}*({k} - 1) + {op} + 1 = {out} < 1")
-            sizes.append(out)
+        sizes = [
+            transposed_output_size(size, k, s, p, op, d, axis=axis)
+            for size, k, s, p, op, d, axis in zip((height, width), self.kernel_size, self.stride, self.padding,
+                                                  self.output_padding, self.dilation, ("height", "width"))
+        ]
         return (self.out_channels, *sizes)
 
     def extra_repr(self) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.utils import atomic_write, atomic_write_text  # noqa: F401  (re-exported)
+from convkit.utils import atomic_write, atomic_write_text  # moved there; still importable from here
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_s",
                  "images_per_s", "elapsed_s")

@@ -38,7 +38,6 @@ from tqdm import tqdm
 from convkit.data import MEMORY_BUDGET, ImageFileDataset, ImageTensorDataset, load_dataset
 from convkit.data.errors import DatasetNotFoundError
 from convkit.errors import ConvkitError
-from convkit.inspect.memory import format_bytes
 from convkit.models.reference import ModelCfg, model_spec, resolve_model
 from convkit.models.weights import CheckpointError, load_state, save_state, save_tensors
 from convkit.train import distributed as D
@@ -48,6 +47,7 @@ from convkit.train.runfolder import new_run_dir, write_metrics
 from convkit.train.schedule import WeightEMA, build_optimizer, build_scheduler
 from convkit.train.settings import flush_denormals, torch_settings
 from convkit.train.task import Task, get_task
+from convkit.utils import format_bytes
 
 # Options that may differ when a run is resumed: they change what is printed or how fast, not what is computed.
 RESUMABLE_OVERRIDES = ("quiet", "log_every", "workers")

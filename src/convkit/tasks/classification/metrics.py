@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convkit.utils import fit_images  # noqa: F401  (re-exported: evaluation fits images to the model)
+
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor | Iterable[torch.Tensor], mean: torch.Tensor,
@@ -186,24 +188,6 @@ class EvalResult:
         for c, p, r, s in zip(self.classes, self.precision, self.recall, self.support):
             lines.append(f"{c:<{width}}  {100 * p:8.1f}%  {100 * r:5.1f}%  {s:7d}")
         return "\n".join(lines)
-
-
-def fit_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> the (C, H, W) a model expects: channels averaged or repeated, resized.
-
-    Example:
-        >>> fit_images(rgb_images, (1, 28, 28))   # gray 28x28
-    """
-    c, h, w = shape
-    if images.shape[1] != c:
-        if c == 1:
-            weights = torch.tensor([0.299, 0.587, 0.114], device=images.device)[: images.shape[1]]
-            images = (images[:, :3].float() * weights.view(1, -1, 1, 1) / weights.sum()).sum(1, keepdim=True)
-        else:
-            images = images[:, :1].expand(-1, c, -1, -1) if images.shape[1] == 1 else images[:, :c]
-    if tuple(images.shape[2:]) != (h, w):
-        images = F.interpolate(images.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    return images.round().clamp(0, 255).to(torch.uint8) if images.is_floating_point() else images
 
 
 def evaluate(checkpoint, dataset, batch_size: int = 1000, device: str | torch.device = "cpu", worst: int = 16,

@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,9 @@ import torch
 import yaml
 
 from convkit.errors import ConvkitError
-from convkit.train.runfolder import atomic_write_text, read_metrics
+from convkit.layers.shapes import format_pair, format_shape
+from convkit.train.runfolder import read_metrics
+from convkit.utils import atomic_write_text
 
 __all__ = ["ReportError", "build_report"]
 
@@ -180,8 +182,8 @@ class _Predictions:
 def _test_set(run: _Run, test_data, data_dir):
     """The run's test set as training built it (`load_test_data`: same source, split and test_limit), or
     `test_data` (a dataset, or a name or path whose test split, else all of it, is used, without a limit)."""
+    from convkit.train import load_test_data
     from convkit.train.config import TrainConfig
-    from convkit.train.trainer import load_test_data
 
     if test_data is not None and not isinstance(test_data, str | os.PathLike):
         return test_data, f"{getattr(test_data, 'source', 'the given dataset')}"
@@ -195,7 +197,8 @@ def _test_set(run: _Run, test_data, data_dir):
 
 
 def _predict(run: _Run, test_data, data_dir) -> _Predictions:
-    from convkit.train.evaluate import fit_images, predict_logits
+    from convkit.train.evaluate import predict_logits
+    from convkit.utils import fit_images
 
     dataset, what = _test_set(run, test_data, data_dir)
     if not hasattr(dataset, "images"):
@@ -283,7 +286,7 @@ def _header(run: _Run, model_name: str, params: int) -> str:
         ("model", _e(model_name)), ("data", _e(data)), ("epochs", _e(done)),
         ("parameters", _metric("parameters", params, "model")),
         ("checkpoint", f"{_e(run.checkpoint_name)} (epoch {_e(run.ckpt.meta.get('epoch', '?'))})"),
-        ("classes", f"{len(run.ckpt.classes)}"), ("input", _e("x".join(map(str, run.ckpt.input_shape)))),
+        ("classes", f"{len(run.ckpt.classes)}"), ("input", _e(format_shape(run.ckpt.input_shape))),
         ("last written", _e(written.strftime("%Y-%m-%d %H:%M"))),
     ]
     items = "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts)
@@ -387,31 +390,26 @@ def _summary_section(result) -> str:
     rows = []
     for r in result.rows:
         rf = r.receptive_field
-        rf_text = "" if rf is None else (str(rf) if rf.spatial else f"{_pair(rf.size)} (all)")
-        shape = "x".join(map(str, r.output_shape)) if r.output_shape else ""
+        rf_text = "" if rf is None else (str(rf) if rf.spatial else f"{format_pair(rf.size)} (all)")
+        shape = format_shape(r.output_shape) if r.output_shape else ""
         rows.append(f'<tr data-layer="{_e(r.name)}"><td class="name">{_e(r.name)}</td><td>{_e(r.type)}</td>'
                     f"<td>{_e(r.geometry_text())}</td><td>{_e(shape)}</td>"
                     f'<td data-params="{r.params}">{r.params:,}</td><td>{r.macs:,}</td><td>{_e(rf_text)}</td></tr>')
     t = result.totals
     total_rf = ""
     if t.get("receptive_field"):
-        total_rf = f"{_pair(t['receptive_field']['size'])} px at {t.get('receptive_field_layer')}"
+        total_rf = f"{format_pair(t['receptive_field']['size'])} px at {t.get('receptive_field_layer')}"
     foot = (f'<tr><td class="name">total</td><td></td><td></td><td></td>'
             f'<td data-metric="parameters" data-source="summary" data-value="{t["parameters"]}">{t["parameters"]:,}</td>'
             f'<td data-metric="macs" data-source="summary" data-value="{t["macs"]}">{t["macs"]:,}</td>'
             f"<td>{_e(total_rf)}</td></tr>")
     head = "".join(f"<th>{h}</th>" for h in ("layer", "type", "kernel/stride/pad", "output", "parameters",
                                                "MACs", "receptive field size/jump/start"))
-    size = "x".join(map(str, result.input_size))
+    size = format_shape(result.input_size)
     return (f'<section><h2>Model</h2><p class="sub">convkit.summary for one {size} input: multiply-adds of '
             "convolutions and linear layers per image, receptive fields in input pixels</p>"
             f'<div class="scroll"><table class="num layers" id="summary"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody><tfoot>{foot}</tfoot></table></div></section>")
-
-
-def _pair(values: Sequence[float]) -> str:
-    a, b = values
-    return f"{a:g}" if a == b else f"{a:g}x{b:g}"
 
 
 def _filters_section(run: _Run) -> str:
@@ -422,7 +420,7 @@ def _filters_section(run: _Run) -> str:
     grid = np.asarray(filter_grid(model))
     scale = max(1, min(16, 384 // max(grid.shape[:2])))  # tiny kernels drawn large, pixels kept sharp
     png = _array_png(_upscale(grid, scale))
-    what = (f"{conv.out_channels} filters of {conv.kernel_size[0]}x{conv.kernel_size[1]} over "
+    what = (f"{conv.out_channels} filters of {format_shape(conv.kernel_size)} over "
             f"{conv.in_channels} input channel{'s' if conv.in_channels > 1 else ''}" if conv else "")
     return (f'<section><h2>First-layer filters</h2><p class="sub">{_e(what)}</p>'
             f'<figure class="filters">{_img(png, "first-layer filters", "filters")}</figure></section>')

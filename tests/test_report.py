@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from convkit.explain.report import ReportError, build_report
+from convkit.report import ReportError, build_report
 from convkit.train import load_checkpoint
 from convkit.train.runfolder import read_metrics
 
@@ -317,3 +317,12 @@ def test_report_in_headless_chromium(report, run_dir, tmp_path):
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot, ROOT / "docs" / "report_screenshot.png")
 
+
+
+def test_the_report_is_its_own_package_above_explain():
+    import convkit.explain
+    import convkit.report
+
+    assert convkit.report.build_report is build_report and convkit.report.ReportError is ReportError
+    assert "build_report" not in convkit.explain.__all__ and not hasattr(convkit.explain, "build_report")
+    assert "ReportError" not in convkit.explain.__all__
