@@ -37,7 +37,9 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     Example:
         >>> parser = argparse.ArgumentParser()
         >>> register(parser.add_subparsers(dest="verb"))
-        >>> args = parser.parse_args(["report", "runs/x"]); args.run(args)
+        >>> args = parser.parse_args(["report", "runs/x", "--gradcams", "2"])
+        >>> args.run_dir, args.gradcams, args.run.__name__
+        ('runs/x', 2, 'cmd_report')
     """
     p = verbs.add_parser("report", help="one self-contained HTML page about a training run",
                          description="Write one self-contained HTML page about a run: key metrics, curves, "

@@ -5,7 +5,8 @@ The report sits above ``convkit.train``, ``convkit.inspect`` and ``convkit.expla
 and Grad-CAMs with those packages.
 
 >>> from convkit.report import build_report
->>> build_report("runs/fastcnn-20250101-120000")          # runs/fastcnn-20250101-120000/report.html
+>>> build_report(tiny_run, gradcams=1).name                 # a run folder -> RUN/report.html
+'report.html'
 """
 
 from convkit.report.page import ReportError, build_report

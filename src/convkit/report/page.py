@@ -93,8 +93,9 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             missing and why.
 
     Example:
-        >>> build_report("runs/fastcnn-20250101-120000")
-        PosixPath('runs/fastcnn-20250101-120000/report.html')
+        >>> path = build_report(tiny_run, "report.html", gradcams=1)   # tiny_run: a run folder
+        >>> path.name, "<table" in path.read_text()
+        ('report.html', True)
     """
     run = _load_run(Path(run_dir))
     out = Path(out) if out is not None else run.run_dir / "report.html"

@@ -244,7 +244,9 @@ class TrainConfig:
         `path` if given.
 
         Example:
-            >>> TrainConfig(epochs=10).to_yaml("my_recipe.yaml")
+            >>> text = TrainConfig(epochs=10).to_yaml("my_recipe.yaml")
+            >>> TrainConfig.from_yaml("my_recipe.yaml").epochs
+            10
         """
         data = self.to_dict()
         plain = yaml.safe_dump(data, sort_keys=False)
@@ -286,7 +288,8 @@ class TrainConfig:
         """Reads a config from YAML text or a YAML file (as written by `to_yaml`).
 
         Example:
-            >>> cfg = TrainConfig.from_yaml("runs/fastcnn-20250101-120000/config.yaml")
+            >>> TrainConfig.from_yaml("epochs: 3\\nlr: 0.01\\n").lr      # text; or a run's config.yaml
+            0.01
         """
         text = str(text_or_path)
         if "\n" not in text and Path(text).is_file():
