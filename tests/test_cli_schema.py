@@ -119,7 +119,7 @@ def test_user_errors_are_convkit_errors_and_keep_their_builtin_base():
     from convkit.data.errors import DataFormatError, DatasetNotFoundError, DownloadError, LabelError
     from convkit.explain.animate import UnknownLayerError
     from convkit.explain.kernels import KernelError
-    from convkit.explain.report import ReportError
+    from convkit.report import ReportError
     from convkit.explain.source import LayerError
     from convkit.inspect.trace import MetaUnsupportedError
     from convkit.layers.shapes import ShapeError

@@ -167,6 +167,8 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
 def register(verbs, formatter_class=FORMATTER) -> None:
     """Adds the ``kernel`` and ``animate`` subparsers to ``verbs`` (from ``add_subparsers``)."""
+    from convkit.explain.kernels import DISPLAY_MODES
+
     fmt = formatter_class
     p = verbs.add_parser("kernel", help="filter an image with a classic kernel and save before | after",
                          description="Filter an image (any mode: grayscale, RGB, RGBA, palette, 16-bit) with one "
@@ -180,7 +182,7 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     p.add_argument("--padding", default="zeros", metavar="MODE",
                    help="border mode: zeros, replicate, reflect, symmetric, circular (default: zeros)")
     p.add_argument("--out", help="the PNG to write (default: <image-stem>-<kernel>.png)")
-    p.add_argument("--display", default="auto", choices=["auto", "clip", "diverging", "abs", "normalize"],
+    p.add_argument("--display", default="auto", choices=DISPLAY_MODES,
                    help="how the output is shown (default: auto: diverging for kernels summing to 0, clipped "
                    "to the image's range for kernels summing to 1, min..max otherwise)")
     p.add_argument("--gray", action="store_true", help="convert the image to grayscale first")

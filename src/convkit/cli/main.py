@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument("--input", type=parse_shape, help="per-sample input shape CxHxW (default: the model's own)")
     p.add_argument("--batch", type=int, default=1, help="batch size for the memory figures (default: 1)")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"],
+    from convkit.inspect.memory import OPTIMIZER_STATE
+
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZER_STATE),
                    help="optimizer whose state counts in training memory (default: sgd)")
     p.add_argument("--dtype", default="float32", help="parameter and activation dtype (default: float32)")
     add_json(p, "print JSON instead of a table")

@@ -8,27 +8,24 @@ prediction live in `convkit.tasks.classification` and are importable from here a
 'classification'
 """
 
+# evaluate.py and predict.py re-export classification's evaluation and prediction (`convkit.tasks.classification`)
+# under their old names, for the imports that predate the tasks package; the engine's own modules (trainer.py,
+# task.py) never import a task.
 from convkit.models.reference import Checkpoint, load_checkpoint
 from convkit.models.weights import CheckpointError, read_header
 from convkit.train.config import TrainConfig
+from convkit.train.evaluate import (
+    EvalResult,
+    classification_metrics,
+    evaluate,
+    predict_dataset,
+    predict_logits,
+)
 from convkit.train.lr_finder import LRFinderResult, lr_sweep, suggest_lr
+from convkit.train.predict import Prediction, predict
 from convkit.train.settings import torch_settings
 from convkit.train.task import Task, get_task, list_tasks, register_task
 from convkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, load_test_data, train
-
-# Classification's evaluation and prediction, from the task above the engine (imported on first use, so the
-# engine itself never imports a task).
-_FROM_CLASSIFICATION = {"EvalResult", "Prediction", "classification_metrics", "evaluate", "predict",
-                        "predict_dataset", "predict_logits"}
-
-
-def __getattr__(name: str):
-    if name in _FROM_CLASSIFICATION:
-        import convkit.tasks.classification as classification
-
-        return getattr(classification, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "Checkpoint", "CheckpointError", "EvalResult", "LRFinderResult", "NonFiniteLossError", "Prediction", "Task",

@@ -715,9 +715,6 @@ def train(config: TrainConfig | dict | str | None = None, *, model: nn.Module | 
         >>> result = convkit.train(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4})
         >>> result = convkit.train(resume=result.run_dir)      # continue an interrupted run
     """
-    if isinstance(model, str):
-        overrides["model"] = model
-        model = None
     trainer = Trainer(config, model=model, train_data=train_data, test_data=test_data, resume=resume, **overrides)
     if find_lr and trainer.step == 0:
         trainer._ensure_run_dir()
