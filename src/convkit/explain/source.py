@@ -40,8 +40,17 @@ class Explainable:
         name: a short name for file names and titles (the zoo name, the model file's stem...).
 
     Example:
-        >>> ex = load_explainable("runs/fastcnn-20250101-120000")
-        >>> probs = ex.model(ex.normalize(load_image("shoe.png", ex.input_shape)[None])).softmax(1)
+        >>> ex = load_explainable(tiny_run)   # a run folder: convkit.train(epochs=1, limit=128).run_dir
+        >>> ex.input_shape, ex.classes[:3], ex.name
+        ((1, 28, 28), ['T-shirt/top', 'Trouser', 'Pullover'], 'fastcnn')
+        >>> from PIL import Image
+        >>> Image.fromarray(convkit.data.load_default("test").images[5, 0].numpy()).save("shoe.png")   # a sneaker
+        >>> with torch.no_grad():
+        ...     probs = ex.model(ex.normalize(load_image("shoe.png", ex.input_shape)[None])).softmax(1)
+        >>> probs.shape, round(float(probs.sum()), 3)
+        (torch.Size([1, 10]), 1.0)
+        >>> ex.class_name(int(probs.argmax()))   # the best guess after one epoch on 128 images: it varies
+        '...'
     """
 
     model: nn.Module
@@ -170,7 +179,13 @@ def load_image(path: str | os.PathLike, input_shape: tuple[int, int, int]) -> to
         DataFormatError: the file cannot be decoded; the message names it.
 
     Example:
-        >>> load_image("shoe.jpg", (1, 28, 28)).shape    # torch.Size([1, 28, 28])
+        >>> from PIL import Image
+        >>> Image.fromarray(convkit.data.load_default("test").images[5, 0].numpy()).save("shoe.png")   # gray 28x28
+        >>> load_image("shoe.png", (1, 28, 28)).shape
+        torch.Size([1, 28, 28])
+        >>> image = load_image("shoe.png", (3, 32, 32))    # gray repeated to RGB, resized
+        >>> image.shape, image.dtype
+        (torch.Size([3, 32, 32]), torch.uint8)
     """
     from convkit.data.folder import decode_image
     from convkit.utils import fit_images
@@ -185,7 +200,9 @@ def conv_layers(model: nn.Module) -> list[str]:
     """Names (from `named_modules`) of the model's 2-D convolutions, in definition order.
 
     Example:
-        >>> conv_layers(create_model("lenet5"))   # ['features.c1', 'features.c3', 'features.c5']
+        >>> from convkit.models import create_model
+        >>> conv_layers(create_model("lenet5"))
+        ['features.c1', 'features.c3', 'features.c5']
     """
     return [name for name, module in model.named_modules() if name and isinstance(module, nn.Conv2d)]
 
@@ -231,7 +248,16 @@ def find_layer(model: nn.Module, name: str | None = None, *, default: str = "fir
         LayerError: no such layer; the message lists the conv layers and suggests close names.
 
     Example:
-        >>> find_layer(create_model("lenet5"), "features.c3")   # Conv2d(6, 16, kernel_size=(5, 5), ...)
+        >>> from convkit.models import create_model
+        >>> model = create_model("lenet5")
+        >>> find_layer(model, "features.c3")
+        Conv2d(6, 16, kernel_size=(5, 5), stride=(1, 1))
+        >>> find_layer(model, default="last")     # no name: the last conv layer
+        Conv2d(16, 120, kernel_size=(5, 5), stride=(1, 1))
+        >>> find_layer(model, "c3")
+        Traceback (most recent call last):
+        ...
+        convkit.explain.source.LayerError: layer 'c3': no such layer in LeNet5. Its conv layers: features.c1, ...
     """
     return resolve_layer(model, name, default=default)[1]
 
@@ -242,8 +268,14 @@ def eval_mode(model: nn.Module):
     its own mode back afterwards, so explaining a model in the middle of training does not change it.
 
     Example:
+        >>> from convkit.models import create_model
+        >>> model = create_model("fastcnn")          # batch norm layers; a new model is in training mode
         >>> with eval_mode(model):
-        ...     maps = model(x)
+        ...     logits = model(torch.zeros(2, 1, 28, 28))
+        ...     print(model.training, logits.shape)
+        False torch.Size([2, 10])
+        >>> model.training                          # its own mode back
+        True
     """
     training = {m: m.training for m in model.modules()}
     try:

@@ -50,11 +50,15 @@ def flatten_state(obj, tensors: dict[str, torch.Tensor] | None = None, prefix: s
         TypeError: an object that is neither (a function, a module...).
 
     Example:
-        >>> optimizer = torch.optim.Adam([torch.nn.Parameter(torch.ones(2))])
-        >>> optimizer.step()
+        >>> weight = torch.nn.Parameter(torch.ones(2))
+        >>> optimizer = torch.optim.Adam([weight])
+        >>> weight.sum().backward()
+        >>> optimizer.step()             # Adam's state appears with its first step
         >>> skeleton, tensors = flatten_state(optimizer.state_dict())
         >>> sorted(tensors)
         ['s.state.0.exp_avg', 's.state.0.exp_avg_sq', 's.state.0.step']
+        >>> skeleton["param_groups"][0]["betas"]   # a tuple, kept a tuple
+        {'__tuple__': [0.9, 0.999]}
         >>> optimizer.load_state_dict(unflatten_state(skeleton, tensors))
     """
     tensors = {} if tensors is None else tensors

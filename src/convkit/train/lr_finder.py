@@ -39,7 +39,10 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> float | None:
     The first tenth of the sweep is left out: there the average has seen few batches and its slope is noise.
 
     Example:
-        >>> suggest_lr([1e-4, 1e-3, 1e-2, 1e-1, 1], [2.3, 2.2, 1.5, 1.2, 9.0])   # 0.001
+        >>> suggest_lr([1e-4, 1e-3, 1e-2, 1e-1, 1], [2.3, 2.2, 1.5, 1.2, 9.0])   # the loss falls fastest at 0.01
+        0.01
+        >>> print(suggest_lr([1e-3, 1e-2, 1e-1], [1.0, 1.0, 1.0]))               # a flat curve: no suggestion
+        None
     """
     if len(lrs) < 3:
         return None
@@ -70,8 +73,19 @@ def lr_sweep(step: Callable[[float], float], start: float = 1e-6, end: float = 1
         An `LRFinderResult`; every rate tried lies in [start, end].
 
     Example:
-        >>> result = lr_sweep(lambda lr: train_one_batch(lr), 1e-5, 1.0, 80)
-        >>> result.suggestion
+        >>> w = torch.tensor(5.0, requires_grad=True)
+        >>> def step(lr):                  # one gradient step on the loss w**2, at rate lr; returns the loss
+        ...     loss = w**2
+        ...     loss.backward()
+        ...     with torch.no_grad():
+        ...         w.sub_(lr * w.grad)
+        ...     w.grad = None
+        ...     return loss.item()
+        >>> result = lr_sweep(step, 1e-3, 100.0, 50)
+        >>> len(result.lrs)                # stopped early: beyond lr 1 each step overshoots and the loss explodes
+        40
+        >>> f"{result.suggestion:.2g}"
+        '0.14'
     """
     if not 0 < start < end:
         raise ValueError(f"need 0 < start < end, got start={start}, end={end}")

@@ -77,7 +77,10 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
     """curves.png: loss (left) and accuracy (right) per epoch, train and test.
 
     Example:
-        >>> plot_curves(result.history, "runs/x/curves.png")
+        >>> history = [{"epoch": 1, "train_loss": 0.92, "train_acc": 0.70, "test_loss": 0.52, "test_acc": 0.82},
+        ...            {"epoch": 2, "train_loss": 0.44, "train_acc": 0.84, "test_loss": 0.40, "test_acc": 0.85}]
+        >>> plot_curves(history, "runs/x/curves.png", title="fastcnn")   # a TrainResult's .history
+        PosixPath('runs/x/curves.png')
     """
     from matplotlib.figure import Figure
 
@@ -102,7 +105,8 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os
     """confusion.png: rows = true class, columns = predicted, shaded by the share of the row, counts written.
 
     Example:
-        >>> plot_confusion(result.confusion, classes, "runs/x/confusion.png")
+        >>> plot_confusion([[5, 1], [2, 4]], ["cat", "dog"], "runs/x/confusion.png")   # 2 dogs taken for cats
+        PosixPath('runs/x/confusion.png')
     """
     from matplotlib.figure import Figure
 
@@ -131,7 +135,10 @@ def plot_image_grid(images: np.ndarray, captions: Sequence[str], path: str | os.
     """A grid of uint8 images (N, C, H, W) with a caption under each, e.g. the worst-classified examples.
 
     Example:
-        >>> plot_image_grid(images, ["Shirt -> T-shirt 0.91", ...], "worst.png")
+        >>> images = convkit.data.load_default("test").images[:3].numpy()      # uint8 (3, 1, 28, 28)
+        >>> captions = ["Ankle boot\\n-> Sneaker 0.91", "Pullover\\n-> Coat 0.55", "Trouser\\n-> Dress 0.40"]
+        >>> plot_image_grid(images, captions, "worst.png", title="worst-classified", columns=2)
+        PosixPath('worst.png')
     """
     from matplotlib.figure import Figure
 

@@ -21,7 +21,12 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     decaying them only fights the normalisation and costs accuracy.
 
     Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8))
         >>> opt = build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05))
+        >>> type(opt).__name__, [g["weight_decay"] for g in opt.param_groups]
+        ('AdamW', [0.05, 0.0])
+        >>> [len(g["params"]) for g in opt.param_groups]   # conv weight | conv bias, BN weight and bias
+        [1, 3]
     """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
@@ -51,7 +56,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
         steps_per_epoch: optimizer steps in one epoch.
 
     Example:
-        >>> sched = build_scheduler(opt, TrainConfig(schedule="cosine", warmup_epochs=1, epochs=30), 391)
+        >>> config = TrainConfig(optimizer="sgd", lr=0.1, schedule="cosine", warmup_epochs=1, epochs=3)
+        >>> opt = build_optimizer(nn.Linear(2, 1), config)
+        >>> sched = build_scheduler(opt, config, steps_per_epoch=10)
+        >>> lrs = []
+        >>> for _ in range(30):            # 3 epochs of 10 steps
+        ...     lrs.append(opt.param_groups[0]["lr"])
+        ...     opt.step()
+        ...     sched.step()
+        >>> [round(lr, 4) for lr in lrs[::5]]   # every 5th step: a linear rise for an epoch, then cosine decay
+        [0.001, 0.0505, 0.1, 0.0854, 0.05, 0.0146]
     """
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
@@ -91,9 +105,16 @@ class WeightEMA:
         decay: the final decay, in [0, 1).
 
     Example:
+        >>> model = nn.Linear(1, 1, bias=False)
         >>> ema = WeightEMA(model, 0.999)
-        >>> ema.update(model)               # after each optimizer step
-        >>> ema.module.eval()(images)       # evaluate the averaged weights
+        >>> with torch.no_grad():
+        ...     for value in (1.0, 2.0, 3.0):
+        ...         model.weight[:] = value        # stands for an optimizer step
+        ...         ema.update(model)              # after each optimizer step
+        >>> ema.updates, round(ema.module.weight.item(), 4)   # decay 0, 2/11, 3/12: far from 0.999 yet
+        (3, 2.7045)
+        >>> ema.module.eval()(torch.ones(1, 1))    # evaluate the averaged weights
+        tensor([[2.7045]])
     """
 
     def __init__(self, model: nn.Module, decay: float):

@@ -178,9 +178,14 @@ class Trainer:
         DatasetNotFoundError, CheckpointError, ValueError: bad data, checkpoint or config (named).
 
     Example:
-        >>> trainer = Trainer(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4})
-        >>> result = trainer.fit()
-        >>> result.test_accuracy, result.run_dir
+        >>> trainer = Trainer(model="fastcnn", epochs=1, limit=128, test_limit=64, quiet=True, runs_dir="runs")
+        >>> result = trainer.fit()          # 128 images of the shipped Fashion-MNIST subset, one epoch
+        training fastcnn (101,050 parameters) on default: 128 images 1x28x28, 10 classes; test 64; ...
+        epoch 1/1  train loss ...  test acc ...
+        >>> 0 <= result.test_accuracy <= 1, result.run_dir.parent
+        (True, PosixPath('runs'))
+        >>> # With CIFAR-10 on disk (`load_dataset("cifar10", download=True)` fetches it), a real run:
+        >>> # Trainer(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4}).fit()
     """
 
     def __init__(self, config: TrainConfig | dict | str | None = None, *, model: nn.Module | None = None,
@@ -635,8 +640,14 @@ class Trainer:
             An `LRFinderResult` with `suggestion` (call `set_lr` to train with it).
 
         Example:
-            >>> result = trainer.find_lr(plot="lr_find.png")
-            >>> trainer.set_lr(result.suggestion); trainer.fit()
+            >>> trainer = Trainer(model="fastcnn", epochs=1, limit=128, test_limit=64, batch_size=16, quiet=True,
+            ...                   runs_dir="runs")
+            >>> result = trainer.find_lr(start=1e-4, end=1.0, steps=10, plot="lr_find.png")   # 10 batches
+            >>> len(result.lrs) <= 10, Path("lr_find.png").exists()   # the sweep stops once the loss explodes
+            (True, True)
+            >>> trainer.set_lr(result.suggestion or 1e-3)   # the suggestion is None when the loss never fell
+            >>> trainer.config.lr == (result.suggestion or 1e-3)    # trainer.fit() now trains at this rate
+            True
         """
         saved = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
                  self.augmenter.state_dict(), torch.get_rng_state())
@@ -711,9 +722,16 @@ def train(config: TrainConfig | dict | str | None = None, *, model: nn.Module | 
         NonFiniteLossError: the loss became NaN or infinite (the last good checkpoint is kept).
 
     Example:
-        >>> result = convkit.train(epochs=3)                   # fastcnn on the shipped Fashion-MNIST subset
-        >>> result = convkit.train(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4})
-        >>> result = convkit.train(resume=result.run_dir)      # continue an interrupted run
+        >>> result = convkit.train(epochs=1, limit=128, test_limit=64, quiet=True, runs_dir="runs")   # fastcnn
+        training fastcnn (101,050 parameters) on default: 128 images 1x28x28, 10 classes; test 64; ...
+        epoch 1/1  train loss ...  test acc ...
+        >>> len(result.history), 0 <= result.test_accuracy <= 1
+        (1, True)
+        >>> result = convkit.train(resume=result.run_dir)      # continue an interrupted run (this one is done)
+        >>> result.stopped
+        'completed'
+        >>> # With CIFAR-10 on disk (`load_dataset("cifar10", download=True)` fetches it), a real run:
+        >>> # convkit.train(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4})
     """
     trainer = Trainer(config, model=model, train_data=train_data, test_data=test_data, resume=resume, **overrides)
     if find_lr and trainer.step == 0:

@@ -43,7 +43,12 @@ def predict_logits(model: nn.Module, images: torch.Tensor | Iterable[torch.Tenso
         float32 logits (N, num_classes) on the CPU.
 
     Example:
-        >>> logits = predict_logits(model, test.images, train.mean, train.std)
+        >>> from convkit.models import create_model
+        >>> model = create_model("fastcnn")              # untrained: 10 classes, 1x28x28 inputs
+        >>> images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+        >>> logits = predict_logits(model, images, mean=torch.tensor([0.5]), std=torch.tensor([0.5]))
+        >>> logits.shape, logits.dtype
+        (torch.Size([4, 10]), torch.float32)
     """
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -80,7 +85,17 @@ def predict_dataset(model: nn.Module, dataset, mean: torch.Tensor, std: torch.Te
         DataFormatError: a streamed file cannot be decoded (named).
 
     Example:
-        >>> logits = predict_dataset(model, load_dataset("big_photos/", "test"), train.mean, train.std)
+        >>> from convkit.data import load_dataset
+        >>> from convkit.models import create_model
+        >>> model = create_model("fastcnn")
+        >>> test = load_dataset("default", "test").subset(range(100))    # in memory
+        >>> predict_dataset(model, test, test.mean, test.std).shape
+        torch.Size([100, 10])
+        >>> photos = load_dataset(image_folder("photos"), memory_budget=0)   # 6 RGB 24x32 PNGs, streamed
+        >>> logits = predict_dataset(model, photos, torch.tensor([0.5]), torch.tensor([0.5]),
+        ...                          fit=lambda images: fit_images(images, (1, 28, 28)))
+        >>> logits.shape
+        torch.Size([6, 10])
     """
     fit = fit or (lambda images: images)
     if hasattr(dataset, "images"):
@@ -113,7 +128,14 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_class
 
     Example:
         >>> m = classification_metrics(torch.tensor([[2., 1, 0], [0, 1, 2]]), torch.tensor([0, 1]))
-        >>> m["top1"], m["recall"]   # (0.5, [1.0, 0.0, 0.0])
+        >>> m["top1"], m["top5"], round(m["loss"], 4)    # top5 is top-3 here: 3 classes
+        (0.5, 1.0, 0.9076)
+        >>> m["precision"], m["recall"], m["support"]   # class 2 is predicted once, wrongly
+        ([1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1, 1, 0])
+        >>> m["confusion"]                              # row = true class, column = predicted
+        array([[1, 0, 0],
+               [0, 0, 1],
+               [0, 0, 0]])
     """
     logits, labels = logits.float().cpu(), labels.long().cpu()
     k = num_classes or logits.shape[1]
@@ -212,8 +234,20 @@ def evaluate(checkpoint, dataset, batch_size: int = 1000, device: str | torch.de
             `convkit.data.match_classes`), or a label outside its range (naming the file).
 
     Example:
-        >>> result = evaluate("runs/fastcnn-20250101-120000", load_dataset("default", "test"))
-        >>> print(result)
+        >>> from convkit.data import load_dataset
+        >>> result = evaluate(tiny_run, load_dataset("default", "test").subset(range(64)), out_dir="eval")
+        >>> print(result)          # tiny_run: convkit.train(epochs=1, limit=128).run_dir; the scores vary
+        64 images: top-1 ...%  top-5 ...%  loss ...
+        <BLANKLINE>
+        class        precision  recall  support
+        T-shirt/top  ...  10
+        Trouser      ...   5
+        ...
+        Ankle boot   ...   7
+        >>> 0 <= result.top1 <= result.top5 <= 1, result.count
+        (True, 64)
+        >>> sorted(result.files)   # eval/eval_confusion.png and eval/eval_worst.png
+        ['confusion', 'worst']
     """
     from convkit.data import match_classes
     from convkit.train.runfolder import plot_confusion, plot_image_grid

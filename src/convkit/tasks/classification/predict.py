@@ -74,8 +74,17 @@ def predict(checkpoint: Checkpoint | str | os.PathLike | torch.nn.Module, inputs
         FileNotFoundError: an input path does not exist.
 
     Example:
-        >>> for p in predict("runs/fastcnn-20250101-120000", ["shoe.jpg", "photos/"], top=3):
-        ...     print(p.path, p.top)
+        >>> from PIL import Image
+        >>> Image.fromarray(convkit.data.load_default("test").images[5, 0].numpy()).save("shoe.png")   # a sneaker
+        >>> photos = image_folder("photos", per_class=1)     # photos/daisy/000.png, photos/rose/000.png
+        >>> results = predict(tiny_run, ["shoe.png", "photos/"], top=3)   # a run folder trained one epoch
+        >>> [p.path for p in results]
+        ['shoe.png', 'photos/daisy/000.png', 'photos/rose/000.png']
+        >>> name, probability = results[0].top[0]            # the best guess and its probability
+        >>> len(results[0].top), 0 < probability <= 1
+        (3, True)
+        >>> name                                             # after one epoch on 128 images: it varies
+        '...'
     """
     from convkit.tasks.classification.metrics import trained_model
 
