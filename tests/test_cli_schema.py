@@ -119,11 +119,11 @@ def test_user_errors_are_convkit_errors_and_keep_their_builtin_base():
     from convkit.data.errors import DataFormatError, DatasetNotFoundError, DownloadError, LabelError
     from convkit.explain.animate import UnknownLayerError
     from convkit.explain.kernels import KernelError
-    from convkit.report import ReportError
     from convkit.explain.source import LayerError
     from convkit.inspect.trace import MetaUnsupportedError
     from convkit.layers.shapes import ShapeError
     from convkit.models import ModelFileError, UnknownModelError
+    from convkit.report import ReportError
     from convkit.train import CheckpointError, NonFiniteLossError
 
     bases = {CheckpointError: ValueError, UnknownModelError: KeyError, ModelFileError: ValueError,
