@@ -179,9 +179,9 @@ def test_torch_settings_restore_every_switch_even_after_an_error():
 def test_train_takes_a_model_name(tmp_path):
     import convkit
 
-    result = convkit.train(model="lenet5", epochs=1, limit=64, test_limit=32, quiet=True, runs_dir=str(tmp_path),
+    result = convkit.train(model="fastcnn", epochs=1, limit=64, test_limit=32, quiet=True, runs_dir=str(tmp_path),
                            model_kwargs={}, augment={}, tta=False)
     cfg = result.model.model_cfg
-    assert cfg.name == "lenet5" and cfg.task == "classification" and cfg.input_shape == (1, 28, 28)
+    assert cfg.name == "fastcnn" and cfg.task == "classification" and cfg.input_shape == (1, 28, 28)
     assert len(cfg.classes) == 10 and cfg.spec == {"num_classes": 10, "in_channels": 1, "kind": "zoo",
-                                                   "name": "lenet5", "kwargs": {}}
+                                                   "name": "fastcnn", "kwargs": {}}
