@@ -10,7 +10,8 @@ Usage:
     python benchmarks/bench_revisions.py --base 18cd7b0 --rounds 2 -- bench_train_throughput.py --threads 2
     python benchmarks/bench_revisions.py --base 18cd7b0 -- bench_train_fashion.py --skip-baseline --long-epochs 0
 
-Prints one JSON object: {"base", "new", "rounds", "figures": {"path.to.figure": {"base", "new", "ratio"}}}.
+Prints one JSON object: {"base", "new", "rounds", "figures": {"path.to.figure": {"base", "new", "ratio",
+"base_runs", "new_runs"}}}: medians, their ratio, and every run's value in the order run.
 """
 
 from __future__ import annotations
@@ -85,9 +86,11 @@ def main() -> int:
     keys = sorted(set(runs["base"][0]) & set(runs["new"][0]))
     figures = {}
     for key in keys:
-        base = statistics.median(run[key] for run in runs["base"] if key in run)
-        new = statistics.median(run[key] for run in runs["new"] if key in run)
-        figures[key] = {"base": base, "new": new, "ratio": round(new / base, 4) if base else None}
+        base_runs = [run[key] for run in runs["base"] if key in run]
+        new_runs = [run[key] for run in runs["new"] if key in run]
+        base, new = statistics.median(base_runs), statistics.median(new_runs)
+        figures[key] = {"base": base, "new": new, "ratio": round(new / base, 4) if base else None,
+                        "base_runs": base_runs, "new_runs": new_runs}
     report = {"benchmark": bench, "base": args.base, "new": "working tree", "rounds": args.rounds,
               "loadavg_after": [round(x, 2) for x in os.getloadavg()], "figures": figures}
     text = json.dumps(report, indent=2)

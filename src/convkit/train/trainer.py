@@ -293,7 +293,8 @@ class Trainer:
         self.best: dict | None = None
         self.best_extra = None
         self.bad_epochs = 0
-        # loss * n, n, then the task's sums (e.g. correct predictions) of this epoch
+        # loss * n, the task's sums (e.g. correct predictions), n: this epoch's running sums, saved with every
+        # checkpoint (for classification the layout of runs saved before tasks existed, so they still resume)
         self._sums = torch.zeros(2 + len(self.task.train_fields), dtype=torch.float64, device=self.device)
         self._stop_signal: int | None = None
         # Called as fn(trainer, row) after each epoch's evaluation and checkpoint (e.g. to log or time it).
@@ -440,8 +441,8 @@ class Trainer:
             pending.append(loss)
             # No tensor made from a Python number here: on a GPU that copy would wait for the queued work.
             self._sums[0] += loss.double() * count
-            self._sums[1] += count
-            self._sums[2:] += stats.double()
+            self._sums[1:-1] += stats.double()
+            self._sums[-1] += count
             self.step += 1
             self.position = batches.position
             save_now = cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0
@@ -456,8 +457,8 @@ class Trainer:
             pending = []
             bar.update(self.position - shown)
             shown = self.position
-            means = (self._sums / self._sums[1]).tolist()
-            shown_stats = "".join(f" {_short(name)} {_fmt(name, v)}" for name, v in zip(self.task.train_fields, means[2:]))
+            means = (self._sums / self._sums[-1]).tolist()
+            shown_stats = "".join(f" {_short(name)} {_fmt(name, v)}" for name, v in zip(self.task.train_fields, means[1:-1]))
             bar.set_postfix_str(f"loss {means[0]:.4f}{shown_stats} lr {self._lr():.3g}", refresh=False)
             if stop:
                 self.elapsed += train_s
@@ -500,9 +501,9 @@ class Trainer:
         eval_started = time.perf_counter()
         metrics, extra = self.evaluate_metrics()
         self.elapsed += time.perf_counter() - eval_started
-        n = max(sums[1], 1)
+        n = max(sums[-1], 1)
         row = {"epoch": self.epoch + 1, "train_loss": sums[0] / n,
-               **{name: value / n for name, value in zip(task.train_fields, sums[2:])},
+               **{name: value / n for name, value in zip(task.train_fields, sums[1:-1])},
                **metrics, "lr": self._lr(), "elapsed_s": self.elapsed}
         row["epoch_s"] = self.elapsed - (self.history[-1]["elapsed_s"] if self.history else 0.0)
         row["images_per_s"] = images_per_s
@@ -585,7 +586,7 @@ class Trainer:
         p = state["progress"]
         self.epoch, self.position, self.step, self.elapsed = p["epoch"], p["position"], p["step"], p["elapsed"]
         self._sums = p["sums"].to(self.device)
-        self.bad_epochs, self.best, self.best_extra = p["bad_epochs"], p["best"], p.get("best_extra")
+        self.bad_epochs, self.best, self.best_extra = p["bad_epochs"], p["best"], p.get("best_extra", p.get("best_confusion"))
         self.history = list(state["history"])
         rng = state["rng"]  # last: building the model and optimizer above must not move the restored streams
         torch.set_rng_state(rng["torch"])
