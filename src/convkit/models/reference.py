@@ -437,6 +437,10 @@ def load_checkpoint(path_or_run_dir: str | os.PathLike, device: str | torch.devi
     """
     path = Path(path_or_run_dir)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint file or run folder")
+        hint = ""
+        if "/" not in str(path_or_run_dir) and path.suffix.lower() not in MODEL_FILE_SUFFIXES + (".safetensors",):
+            hint = (" (a zoo name has no trained weights: train it first with `convkit train "
+                    f"{path_or_run_dir}`, then pass the run folder)")
+        raise FileNotFoundError(f"{path}: no such checkpoint file or run folder{hint}")
     module = _from_checkpoint(path, None, False, device, prefer, model)
     return Checkpoint(module, module.model_cfg.meta, module.model_cfg.checkpoint)
