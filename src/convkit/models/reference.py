@@ -246,9 +246,12 @@ def resolve_model(ref: Any, *, num_classes: int | None = None, in_channels: int 
         ValueError: builder arguments given for a checkpoint or a module.
         TypeError: a reference of another type.
 
-    >>> net = resolve_model("examples/models/lenet5.yaml", num_classes=4)  # doctest: +SKIP
     >>> resolve_model("resnet20", meta=True).model_cfg.input_shape
     (3, 32, 32)
+    >>> _ = Path("net.yaml").write_text("input: 1x28x28\\nlayers: [conv3-8, maxpool, FC-4]\\n")
+    >>> cfg = resolve_model("net.yaml", num_classes=3).model_cfg
+    >>> cfg.name, cfg.source, cfg.input_shape, cfg.num_classes
+    ('net', 'file', (1, 28, 28), 3)
     """
     given = {k: v for k, v in {"num_classes": num_classes, "in_channels": in_channels, **kwargs}.items()
              if v is not None}
