@@ -138,12 +138,33 @@ def reported_warnings(category: type[Warning] = Warning) -> Iterator[list]:
             warn(w.message)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse reports anything else as a usage error).
+
+    Example:
+        >>> positive_int("10")
+        10
+        >>> positive_int("0")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected a whole number of at least 1, got '0'
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments every verb that builds a model shares: a model reference, and its head."""
     p.add_argument("model", help="a zoo name (see `convkit models`), a model file (.yaml), a run folder or a "
                    ".safetensors checkpoint")
-    p.add_argument("--num-classes", type=int, help="classes of the classifier (default: the model's)")
-    p.add_argument("--in-channels", type=int, help="input channels, e.g. 1 for grayscale (default: the model's)")
+    p.add_argument("--num-classes", type=positive_int, help="classes of the classifier (default: the model's)")
+    p.add_argument("--in-channels", type=positive_int,
+                   help="input channels, e.g. 1 for grayscale (default: the model's)")
 
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = None, meta: bool = True):

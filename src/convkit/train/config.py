@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from convkit.data.augment import AugmentConfig
+from convkit.errors import ConvkitError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -63,6 +65,41 @@ def opt(default: Any, *, help: str, group: str, choices: Sequence | None = None,
     if isinstance(default, dict | list):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+class ConfigError(ValueError, ConvkitError):
+    """A config value of the wrong type or outside its range; the message names the field."""
+
+
+# The least value of each numeric field (None fields may stay None); the words say what the edge means.
+_AT_LEAST = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "log_every": 1, "limit": 1, "test_limit": 1,
+             "threads": 1, "step_size": 1, "workers": 0, "early_stopping": 0, "checkpoint_every": 0,
+             "weight_decay": 0, "grad_clip": 0, "warmup_epochs": 0}
+_MEANING = {"workers": " (0: decode in the training process)", "early_stopping": " (0: off)",
+            "checkpoint_every": " (0: at epoch ends only)", "grad_clip": " (0: off)", "limit": " (or null: all)",
+            "test_limit": " (or null: all)", "threads": " (or null: all cores)"}
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict,
+          "tuple[float, float]": (list, tuple)}
+
+
+def _check_type(name: str, value, annotation: str) -> None:
+    """Refuses a value whose type the field's annotation does not admit (YAML's "128" for an int, say)."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    options = [a.strip() for a in text.split("|")]
+    if value is None and "None" in options:
+        return
+    if not any(o in _TYPES for o in options):
+        return  # a type this check does not know (a subclass's own field): the field's users check it
+    for option in options:
+        kind = _TYPES.get(option)
+        if kind is None:
+            continue
+        if isinstance(value, bool) and option != "bool":
+            continue  # True is an int to Python, not to a config
+        if isinstance(value, kind):
+            return
+    wanted = " or ".join("null" if o == "None" else "a number" if o == "float" else o for o in options)
+    raise ConfigError(f"{name} must be {wanted}, got {str(value)[:80]!r} ({type(value).__name__})")
 
 
 @dataclass
@@ -203,27 +240,35 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Checks the choices and ranges; raises ValueError naming the field and what it accepts."""
-        for f in fields(self):  # the choices the command line offers too (see `opt`)
-            allowed = f.metadata.get("choices")
-            if allowed is not None and getattr(self, f.name) not in allowed:
-                raise ValueError(f"{f.name} must be one of {', '.join(allowed)}, got {getattr(self, f.name)!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be 0 (decode in the training process) or more, got {self.workers}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"ema is a decay in [0, 1) (0: off), got {self.ema}")
+        """Checks every field's type, choices and range; raises ConfigError (a ValueError) naming the field, what
+        it got and what it accepts."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            _check_type(f.name, value, f.type)
+            allowed = f.metadata.get("choices")  # the choices the command line offers too (see `opt`)
+            if allowed is not None and value not in allowed:
+                raise ConfigError(f"{f.name} must be one of {', '.join(allowed)}, got {value!r}")
+            low = _AT_LEAST.get(f.name)
+            if low is not None and value is not None and not value >= low:  # `not >=`: NaN fails too
+                raise ConfigError(f"{f.name} must be at least {low}{_MEANING.get(f.name, '')}, got {value}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not self.gamma > 0:
+            raise ConfigError(f"gamma must be positive, got {self.gamma}")
+        for name in ("momentum", "label_smoothing", "ema"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must lie in [0, 1){' (0: off)' if name == 'ema' else ''}, got "
+                                  f"{getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.name is not None and (self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0")):
+            raise ConfigError(f"name must be a plain folder name under runs_dir (no '/', '\\', '.' or '..'), "
+                              f"got {self.name!r}")
         self.augment_config()  # unknown augmentation names fail here, before any work
         from convkit.train.task import list_tasks  # the registry: tasks register themselves by name
 
         if self.task not in list_tasks():
-            raise ValueError(f"task must be one of {', '.join(list_tasks())}, got {self.task!r}")
+            raise ConfigError(f"task must be one of {', '.join(list_tasks())}, got {self.task!r}")
 
     def augment_config(self) -> AugmentConfig:
         """The `augment` mapping as an `AugmentConfig` (raises ValueError on an unknown name)."""
@@ -291,13 +336,21 @@ class TrainConfig:
             >>> TrainConfig.from_yaml("epochs: 3\\nlr: 0.01\\n").lr      # text; or a run's config.yaml
             0.01
         """
-        text = str(text_or_path)
+        text, where = str(text_or_path), "config"
         if "\n" not in text and Path(text).is_file():
-            text = Path(text).read_text(encoding="utf-8")
-        data = yaml.safe_load(text) or {}
+            text, where = Path(text).read_text(encoding="utf-8"), text
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{where}{line}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"a config is a mapping of option: value, got {type(data).__name__}")
-        return cls.from_dict(data)
+            raise ConfigError(f"{where}: a config is a mapping of option: value, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (unknown names refused as in `from_dict`)."""
