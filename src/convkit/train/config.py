@@ -261,9 +261,6 @@ class TrainConfig:
                                   f"{getattr(self, name)}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
-        if self.name is not None and (self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0")):
-            raise ConfigError(f"name must be a plain folder name under runs_dir (no '/', '\\', '.' or '..'), "
-                              f"got {self.name!r}")
         self.augment_config()  # unknown augmentation names fail here, before any work
         from convkit.train.task import list_tasks  # the registry: tasks register themselves by name
 

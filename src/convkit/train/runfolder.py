@@ -23,14 +23,38 @@ METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "t
                  "images_per_s", "elapsed_s")
 
 
+def check_run_name(name: str) -> str:
+    """Refuses a run name that is not one plain folder name, so that a run never writes outside `runs_dir`.
+
+    Raises:
+        ConfigError: a name with '/', '\\' or a NUL byte, or "", "." or "..".
+
+    Example:
+        >>> check_run_name("resnet20-long")
+        'resnet20-long'
+        >>> check_run_name("../x")
+        Traceback (most recent call last):
+        ...
+        convkit.train.config.ConfigError: name must be a plain folder name under runs_dir (no '/', '\\', '.' or '..'), got '../x'
+    """
+    from convkit.train.config import ConfigError
+
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ConfigError(f"name must be a plain folder name under runs_dir (no '/', '\\', '.' or '..'), "
+                          f"got {name!r}")
+    return name
+
+
 def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str) -> Path:
     """Creates `runs_dir/<name>/`; without a name, `<model>-<date>-<time>` (with -2, -3... if taken).
 
     Raises:
+        ConfigError: a name that is not a plain folder name (see `check_run_name`).
         FileExistsError: a named folder already holds a run (resume it or choose another name).
     """
     runs_dir = Path(runs_dir)
     if name:
+        check_run_name(name)
         path = runs_dir / name
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"{path} already holds a run; continue it with `convkit train --resume {path}` "

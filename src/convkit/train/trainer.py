@@ -43,7 +43,7 @@ from convkit.models.weights import CheckpointError, load_state, save_state, save
 from convkit.train import distributed as D
 from convkit.train.config import TrainConfig
 from convkit.train.lr_finder import LRFinderResult, lr_sweep
-from convkit.train.runfolder import new_run_dir, write_metrics
+from convkit.train.runfolder import check_run_name, new_run_dir, write_metrics
 from convkit.train.schedule import WeightEMA, build_optimizer, build_scheduler
 from convkit.train.settings import flush_denormals, torch_settings
 from convkit.train.task import Task, get_task
@@ -210,6 +210,8 @@ class Trainer:
         """The run's config: given (with overrides), or the resumed run's own; returns the resume state."""
         if resume is None:
             self.config = _resolve_config(config, overrides)
+            if self.config.name is not None:
+                check_run_name(self.config.name)  # before any work: a run never writes outside runs_dir
             return None, None
         file = _resume_file(resume)
         state, meta = load_state(file)
