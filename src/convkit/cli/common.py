@@ -169,11 +169,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = None, meta: bool = True):
     """The model that ``args.model`` names (zoo name, model file, run folder or checkpoint), through the one
-    resolver (`convkit.models.resolve_model`); returns ``(model, input_shape)``, the model's own by default.
+    resolver (`convkit.models.resolve_model`); returns ``(model, input_shape)``: the shape given, else the model's
+    own, else None when nothing says.
 
     Errors (unknown names, bad files, damaged checkpoints) are ConvkitErrors, reported by ``main``.
     """
     from convkit.models import resolve_model
 
     model = resolve_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels, meta=meta)
-    return model, tuple(input_shape or model.model_cfg.input_shape or (3, 224, 224))
+    shape = input_shape or model.model_cfg.input_shape
+    return model, tuple(shape) if shape else None  # None: `convkit.summary` picks the default

@@ -29,7 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from convkit.models.weights import FORMAT, CheckpointError, find_checkpoint, load_tensors, unflatten_state
+from convkit.models.weights import (
+    FORMAT,
+    CheckpointError,
+    find_checkpoint,
+    load_tensors,
+    read_meta,
+    unflatten_state,
+)
 
 __all__ = ["Checkpoint", "ModelCfg", "build_from_spec", "load_checkpoint", "model_cfg", "model_spec",
            "resolve_model"]
@@ -329,13 +336,8 @@ def _from_file(path: Path, given: dict, input_shape, meta: bool, device) -> nn.M
 
 def _from_checkpoint(path: Path, input_shape, meta: bool, device, prefer: str, model: nn.Module | None):
     file = find_checkpoint(path, prefer)
-    if meta and model is None:
-        import json
-
-        from convkit.models.weights import read_header
-
-        info = json.loads(read_header(file).get("__metadata__", {}).get("convkit", "{}"))
-        tensors = None
+    if meta and model is None:  # shapes only: the header says what to build, no tensor is read
+        info, tensors = read_meta(file), None
     else:
         tensors, info = load_tensors(file)
     if "model" not in info:
@@ -398,20 +400,20 @@ class Checkpoint:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.cfg.classes)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) the model was trained on."""
-        return tuple(self.meta["input_shape"])
+        return self.cfg.input_shape
 
     @property
     def mean(self) -> torch.Tensor:
-        return torch.tensor(self.meta["mean"], dtype=torch.float32)
+        return self.cfg.mean_std()[0]
 
     @property
     def std(self) -> torch.Tensor:
-        return torch.tensor(self.meta["std"], dtype=torch.float32)
+        return self.cfg.mean_std()[1]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (or floats on 0..255) -> the model's input, ``(x / 255 - mean) / std`` (bit-exact)."""

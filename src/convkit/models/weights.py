@@ -161,9 +161,17 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     Raises:
         CheckpointError: not a safetensors file.
     """
-    header = read_header(path)
-    meta = json.loads(header.get("__metadata__", {}).get("convkit", "{}"))
+    meta = read_meta(path)
     return load_file(str(path)), meta
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The convkit metadata of a safetensors file ({} if it has none), without reading any tensor.
+
+    Raises:
+        CheckpointError: not a safetensors file.
+    """
+    return json.loads(read_header(path).get("__metadata__", {}).get("convkit", "{}"))
 
 
 def save_state(path: str | os.PathLike, state: dict, meta: dict) -> Path:

@@ -18,6 +18,7 @@ supplies what differs:
                           entry that picks the best checkpoint
 ``predict``, ``evaluate_model``  what ``convkit predict`` / ``convkit evaluate`` return for a trained model
 ``plots``                 the pictures of a run (curves, confusion matrix...)
+``result_fields``         what `fit`'s `TrainResult` reports besides the history (class names, confusion)
 ``meta``                  what a checkpoint records for inference (class names...)
 ========================  ==================================================================================
 
@@ -151,6 +152,10 @@ class Task:
 
     def plots(self, run_dir: Path, history: list[dict], best: dict | None, extra: Any, title: str) -> None:
         """Writes the run's pictures into `run_dir`."""
+
+    def result_fields(self, extra: Any) -> dict:
+        """`TrainResult` fields this task fills from the best epoch's extra result (e.g. classes, confusion)."""
+        return {}
 
     def evaluate_model(self, model: nn.Module, data, **options):
         """`convkit evaluate`: the evaluation of a trained model (resolved by `convkit.models.resolve_model`)."""

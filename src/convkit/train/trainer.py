@@ -4,10 +4,10 @@ The engine knows nothing about classification: a `Task` (`convkit.train.task`, c
 supplies how samples are read and batches augmented, the loss, the metrics, the pictures and what a checkpoint
 records; `convkit.tasks.classification` is the first. One step, in full (`Trainer._step`): the task augments
 the uint8 batch on the device, the engine normalises it and runs the forward under autocast, the task's loss,
-backward through the gradient scaler, optional gradient clipping, optimizer step, scheduler step, EMA update. The dataset lives on the device as one
-uint8 tensor and batches come from the data package's seeded per-epoch permutation, so a batch costs no
-Python per image and the position in the data order is one integer, saved with every checkpoint. A set too
-large for memory (or any image folder with `stream=True`) is decoded from disk by DataLoader workers in the
+backward through the gradient scaler, optional gradient clipping, optimizer step, scheduler step, EMA update.
+The dataset lives on the device as one uint8 tensor and batches come from the data package's seeded per-epoch
+permutation, so a batch costs no Python per image and the position in the data order is one integer, saved with
+every checkpoint. A set too large for memory (or any image folder with `stream=True`) is decoded from disk by DataLoader workers in the
 same order, batch by batch, and evaluated batch by batch.
 
 Exact resume: the resumable state (weights, optimizer, scheduler, scaler, EMA, torch/numpy/python RNG
@@ -309,10 +309,6 @@ class Trainer:
         """The class names of a classification run (None for tasks without classes)."""
         return self.task.meta().get("classes")
 
-    @property
-    def tta(self) -> bool:
-        return bool(getattr(self.task, "tta", False))
-
     def _settings(self):
         """The process-wide torch switches of this run, restored on leaving."""
         return torch_settings(threads=self.threads, deterministic=self.deterministic,
@@ -417,10 +413,9 @@ class Trainer:
             self._print(f"stopped by {name} at epoch {self.epoch + 1}, step {self.step}; state saved. "
                         f"Continue with: convkit train --resume {self.run_dir}")
         D.barrier(self.dist)
-        extra = self.best_extra
         return TrainResult(self.run_dir if self.dist.is_main else None, self.history, self.best, stopped,
-                           self.eval_model.eval(), self._stop_signal, self.classes,
-                           extra if self.task.name == "classification" else None, extra)
+                           self.eval_model.eval(), self._stop_signal, extra=self.best_extra,
+                           **self.task.result_fields(self.best_extra))
 
     def _ensure_run_dir(self) -> Path:
         if self.run_dir is None:
@@ -541,11 +536,12 @@ class Trainer:
         task's metrics: (the row's evaluation entries, the task's extra result such as a confusion matrix)."""
         data = dataset if dataset is not None else self.test_data
         batch = self.config.eval_batch_size or (2048 if self.device.type == "cuda" else 256)
-        result = self.task.evaluate(self.eval_model, data, self.mean, self.std, batch_size=batch, device=self.device,
-                                    autocast_dtype=self.autocast_dtype,
-                                    channels_last=self.config.channels_last is not False)
-        self.model.train()
-        return result
+        try:
+            return self.task.evaluate(self.eval_model, data, self.mean, self.std, batch_size=batch,
+                                      device=self.device, autocast_dtype=self.autocast_dtype,
+                                      channels_last=self.config.channels_last is not False)
+        finally:
+            self.model.train()
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
@@ -588,7 +584,8 @@ class Trainer:
         p = state["progress"]
         self.epoch, self.position, self.step, self.elapsed = p["epoch"], p["position"], p["step"], p["elapsed"]
         self._sums = p["sums"].to(self.device)
-        self.bad_epochs, self.best, self.best_extra = p["bad_epochs"], p["best"], p.get("best_extra", p.get("best_confusion"))
+        self.bad_epochs, self.best = p["bad_epochs"], p["best"]
+        self.best_extra = p.get("best_extra", p.get("best_confusion"))  # the name before tasks existed
         self.history = list(state["history"])
         rng = state["rng"]  # last: building the model and optimizer above must not move the restored streams
         torch.set_rng_state(rng["torch"])

@@ -133,6 +133,9 @@ class ClassificationTask(Task):
             plot_confusion(np.asarray(extra), self.classes, run_dir / "confusion.png",
                            f"confusion matrix, test set, epoch {best['epoch']}")
 
+    def result_fields(self, extra) -> dict:
+        return {"classes": self.classes, "confusion": extra}
+
     def evaluate_model(self, model: nn.Module, data, **options):
         return evaluate(model, data, **options)
 
