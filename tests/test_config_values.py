@@ -72,3 +72,19 @@ def test_config_errors_are_convkit_errors_from_python_too():
     # the edges themselves are accepted
     cfg = TrainConfig(limit=1, weight_decay=0, grad_clip=0, threads=1, momentum=0, lr=1, name="run-1")
     assert (cfg.limit, cfg.lr, cfg.name) == (1, 1, "run-1") and not math.isnan(cfg.lr)
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("bogus=1", "fastcnn: cannot be built with num_classes=10, in_channels=1, bogus=1: "),
+    ("widths=3", "fastcnn: cannot be built with num_classes=10, in_channels=1, widths=3: "),
+])
+def test_a_model_argument_the_builder_refuses_is_named(arg, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "train", "--model-arg", arg, "--epochs", "1", "--limit", "8")
+    assert (code, out) == (2, "") and err.startswith(f"convkit: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+    from convkit.models import ModelArgumentError, create_model
+
+    with pytest.raises(ModelArgumentError, match="bogus=1") as caught:
+        create_model("resnet18", bogus=1)
+    assert isinstance(caught.value.__cause__, TypeError)  # --debug still shows the builder's own error

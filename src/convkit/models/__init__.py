@@ -8,6 +8,7 @@ model that carries its configuration as ``model.model_cfg``.
 # Importing each family file registers its builders.
 from convkit.models import alexnet, googlenet, lenet, nin, resnet, small, vgg, zfnet  # noqa: F401
 from convkit.models._registry import (
+    ModelArgumentError,
     ModelInfo,
     UnknownModelError,
     count_parameters,
@@ -32,7 +33,7 @@ from convkit.models.sequential import Sequential
 from convkit.models.weights import CheckpointError
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "ClassifierNet", "ModelCfg", "ModelFileError", "ModelInfo", "Sequential",
+    "Checkpoint", "CheckpointError", "ClassifierNet", "ModelArgumentError", "ModelCfg", "ModelFileError", "ModelInfo", "Sequential",
     "UnknownModelError", "build_from_spec", "count_parameters", "create_meta_model", "create_model", "list_models",
     "load_checkpoint", "load_model_file", "model_cfg", "model_info", "model_spec", "parse_model_file",
     "register_model", "resolve_model",

@@ -17,7 +17,7 @@ from torch import nn
 
 from convkit.errors import ConvkitError
 
-__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info", "UnknownModelError"]
+__all__ = ["ModelArgumentError", "ModelInfo", "register_model", "create_model", "list_models", "model_info", "UnknownModelError"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+
+
+class ModelArgumentError(ValueError, ConvkitError):
+    """A zoo builder refused its arguments (a misspelt or ill-typed --model-arg); the message names them."""
 
 
 class UnknownModelError(KeyError, ConvkitError):
@@ -166,9 +170,17 @@ def build_zoo_model(name: str, **kwargs) -> nn.Module:
 
     Raises:
         UnknownModelError: no such model; the message suggests the closest names.
+        ModelArgumentError: the builder refused the arguments (named in the message).
     """
     info = model_info(str(name))
-    model = info.builder(**{k: v for k, v in kwargs.items() if v is not None})
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        model = info.builder(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConvkitError):
+            raise
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+        raise ModelArgumentError(f"{info.name}: cannot be built with {given}: {err}") from err
     model.model_name = info.name
     return model
 
