@@ -7,6 +7,7 @@ This is the bottom layer: it imports nothing from convkit (only the standard lib
 from __future__ import annotations
 
 import os
+import reprlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-__all__ = ["atomic_write", "atomic_write_text", "fit_images", "format_bytes"]
+__all__ = ["atomic_write", "atomic_write_text", "fit_images", "format_bytes", "shorten"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -70,6 +71,39 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         'text'
     """
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def shorten(value, limit: int = 200) -> str:
+    """A value's repr for an error message, cut to about ``limit`` characters.
+
+    Messages quote what the user gave; a value from a hostile file may be huge (a YAML alias bomb expands to
+    gigabytes), so every message that prints a user value prints it through this. Long containers are cut
+    before their repr is built in full.
+
+    Args:
+        value: anything; strings are quoted as ``repr`` quotes them.
+        limit: the most characters kept (a marker saying how many were cut is added).
+
+    Returns:
+        The repr (containers beyond 20 items or 4 levels elided with ``...``), or its first ``limit``
+        characters followed by ``... (N chars)`` (strings) or ``... (N items)`` (containers).
+
+    Example:
+        >>> shorten("abc")
+        "'abc'"
+        >>> shorten(list(range(1000)), limit=30)
+        '[0, 1, 2, 3, 4, 5, 6, 7, 8, 9,... (1000 items)'
+    """
+    text = _REPR.repr(value)  # bounded depth and items: a shared nested structure is never expanded in full
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} {'chars' if isinstance(value, (str, bytes)) else 'items'}" if hasattr(value, "__len__") else "cut"
+    return f"{text[:limit]}... ({size})"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 400, 400
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 20
 
 
 def format_bytes(n: float) -> str:
