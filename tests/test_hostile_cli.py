@@ -126,6 +126,8 @@ def test_evaluate_and_predict_check_their_device(tiny_run, capsys):
     for argv in (["evaluate", run_dir], ["predict", run_dir, image]):
         code, _, err = run(capsys, *argv, "--device", "cuda:7" if torch.cuda.device_count() <= 7 else "nosuch")
         assert code == 2 and "--device " in one_error_line(err)
+    code, out, _ = run(capsys, "predict", run_dir, image, "--device", "auto", "--json")  # the device it picks
+    assert code == 0 and len(json.loads(out)[0]["predictions"]) == 5
 
 
 def test_an_unknown_compile_backend_is_one_line_and_a_known_one_passes(capsys, tmp_path):

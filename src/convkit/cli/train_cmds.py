@@ -208,7 +208,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from convkit.train import evaluate, load_checkpoint
     from convkit.train.config import check_device
 
-    check_device(args.device, "--device")
+    args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     ckpt = load_checkpoint(args.checkpoint, args.device)
     data = args.data or ckpt.meta.get("config", {}).get("test_data") or ckpt.meta.get("config", {}).get("data")
     if not data:
@@ -232,7 +232,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from convkit.train import predict
     from convkit.train.config import check_device
 
-    check_device(args.device, "--device")
+    args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     results = predict(args.checkpoint, args.images, top=args.top, batch_size=args.batch_size, device=args.device)
     failed = [r for r in results if r.error]
     for r in failed:

@@ -152,19 +152,21 @@ def check_device(text, name: str = "device") -> str:
         name: what to call it in the message.
 
     Returns:
-        ``text``, unchanged.
+        ``text``; "auto" as the device it picks ("cuda" when torch finds a GPU, else "cpu", as training does).
 
     Raises:
         ConfigError: a misspelt device, a GPU where there is none, or a GPU index beyond those present.
 
     Example:
-        >>> check_device("cpu")
-        'cpu'
+        >>> check_device("cpu"), check_device("auto") in ("cpu", "cuda")
+        ('cpu', True)
     """
     import torch
 
     device = parse_device(text, name)
-    if device is None or device.type == "cpu":
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.type == "cpu":
         return text
     backend = getattr(torch, device.type, None)
     count = backend.device_count() if backend is not None and backend.is_available() else 0

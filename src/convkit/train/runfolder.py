@@ -85,7 +85,7 @@ def never_saved(folder: str | os.PathLike) -> bool:
 
     Example:
         >>> folder = Path("runs/early"); folder.mkdir(parents=True)
-        >>> _ = (folder / "config.yaml").write_text("model: fastcnn\n")
+        >>> _ = (folder / "config.yaml").write_text("model: fastcnn\\n")
         >>> never_saved(folder), never_saved("runs")
         (True, False)
     """
