@@ -6,7 +6,9 @@ This is the bottom layer: it imports nothing from convkit (only the standard lib
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import reprlib
 import tempfile
 from collections.abc import Callable
@@ -15,14 +17,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-__all__ = ["atomic_write", "atomic_write_text", "fit_images", "format_bytes", "shorten"]
+__all__ = ["atomic_write", "atomic_write_text", "fit_images", "format_bytes", "make_folder", "shorten"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Calls ``write(tmp_path)`` and moves the result onto ``path`` atomically.
 
     A reader sees the old file or the whole new one, never a half-written one, even if the process is
-    killed; the temporary file is removed when ``write`` raises. Missing parent folders are created.
+    killed; the temporary file (``.<name>.<random>.tmp`` beside ``path``) is removed when ``write`` raises.
+    Missing parent folders are created. The file gets the permissions a new file gets (``0o666`` less the
+    umask), as ``open`` would give it.
 
     Args:
         path: the destination.
@@ -32,7 +36,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         ``path`` as a Path.
 
     Raises:
-        Whatever ``write`` raises (the destination is then left as it was).
+        OSError: the folder or the file cannot be written (read-only, full, not a folder, no permission); its
+            ``filename`` is ``path`` (or the parent that is not a folder), the destination left as it was.
+        Whatever else ``write`` raises (the destination is then left as it was).
 
     Example:
         >>> import tempfile
@@ -41,17 +47,91 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         'hi'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _os_error(err, path.parent) from err
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; follow the umask as open() does
         with open(tmp, "rb+") as f:  # the data reaches the disk before the rename makes it visible
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        failure = _os_error(err, path)
+        if failure is None:
+            raise
+        raise failure from err
+    return path
+
+
+def _os_error(err: BaseException, path: str | os.PathLike) -> OSError | None:
+    """An I/O failure while writing ``path`` as an OSError that names ``path``; None if ``err`` is not one.
+
+    Writers that do their own I/O (safetensors' Rust code) report the system error only in their message,
+    as ``... (os error 28)``; the errno is taken from there.
+    """
+    if isinstance(err, OSError) and err.errno is not None:
+        code = err.errno
+    else:
+        found = re.search(r"\(os error (\d+)\)", str(err)) if isinstance(err, Exception) else None
+        if found is None:
+            return None
+        code = int(found.group(1))
+    return OSError(code, os.strerror(code), os.fspath(path))  # OSError(errno, ...) picks the subclass
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux: /proc/self/status),
+    else by setting and restoring it; read once."""
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                _UMASK = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """Creates the folder ``path`` and its missing parents (nothing if it exists).
+
+    Args:
+        path: the folder.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        NotADirectoryError: a file stands where the folder or one of its parents should be; its ``filename`` is
+            that file (``mkdir`` would say "file exists", naming the folder asked for).
+        OSError: the folder cannot be made (read-only, no permission), naming it.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> make_folder(root / "a" / "b").is_dir()
+        True
+        >>> _ = (root / "file").write_text("")
+        >>> make_folder(root / "file" / "c")
+        Traceback (most recent call last):
+        ...
+        NotADirectoryError: [Errno 20] Not a directory: '.../file'
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(blocker)) from None
     return path
 
 

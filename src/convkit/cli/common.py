@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import math
+import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import yaml
 
 from convkit.errors import ConvkitError
+from convkit.utils import shorten
 
 __all__ = [
-    "FORMATTER", "USER_ERRORS", "CLIError", "add_json", "add_model_arguments", "build_model", "key_values",
-    "parse_shape", "print_json", "reported_warnings", "warn",
+    "FORMATTER", "USER_ERRORS", "CLIError", "add_json", "add_model_arguments", "build_model", "int_at_least",
+    "key_values", "nonnegative_int", "os_error_message", "parse_shape", "positive_float", "positive_int",
+    "print_json", "reported_warnings", "warn",
 ]
 
 FORMATTER = argparse.RawDescriptionHelpFormatter  # keeps the examples' line breaks in every --help
@@ -138,8 +143,33 @@ def reported_warnings(category: type[Warning] = Warning) -> Iterator[list]:
             warn(w.message)
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (argparse reports anything else as a usage error).
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``low`` (argparse reports anything else as a usage error,
+    exit code 2, naming the option).
+
+    Example:
+        >>> int_at_least(0)("0")
+        0
+        >>> int_at_least(0)("-3")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected a whole number of at least 0, got '-3'
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {low}, got {shorten(text)}")
+        return value
+
+    parse.__name__ = "positive_int" if low == 1 else f"int_at_least_{low}"
+    return parse
+
+
+positive_int = int_at_least(1)
+positive_int.__doc__ = """An argparse type: a whole number of at least 1 (a count, a batch size, a step).
 
     Example:
         >>> positive_int("10")
@@ -149,13 +179,69 @@ def positive_int(text: str) -> int:
         ...
         argparse.ArgumentTypeError: expected a whole number of at least 1, got '0'
     """
+nonnegative_int = int_at_least(0)
+nonnegative_int.__doc__ = """An argparse type: a whole number of at least 0 (an index, or a count where 0 means none).
+
+    Example:
+        >>> nonnegative_int("0")
+        0
+    """
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (a learning rate, a sigma).
+
+    Example:
+        >>> positive_float("3e-4")
+        0.0003
+        >>> positive_float("nan")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected a number above 0, got 'nan'
+    """
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {shorten(text)}")
     return value
+
+
+def os_error_message(err: OSError) -> str:
+    """The one line ``convkit`` prints for a failed file operation: the path, then the system's reason.
+
+    ``[Errno 30] Read-only file system: 'runs/x'`` becomes ``runs/x: read-only file system``; a full disk (or
+    a file-size limit, EFBIG) says so. An OSError without a path (convkit's own messages) is printed as it is.
+
+    Args:
+        err: the error.
+
+    Returns:
+        The message, without the ``convkit: error:`` prefix.
+
+    Example:
+        >>> import errno, os
+        >>> os_error_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "runs/x/resume.safetensors"))
+        'runs/x/resume.safetensors: no space left on device (free some space, or write elsewhere)'
+        >>> os_error_message(FileNotFoundError("shoe.png: no such image"))
+        'shoe.png: no such image'
+    """
+    if err.filename is None or not err.strerror:
+        return str(err)
+    where = os.fsdecode(err.filename)
+    if err.filename2 is not None:
+        where += f" -> {os.fsdecode(err.filename2)}"
+    reason = err.strerror[:1].lower() + err.strerror[1:]
+    return f"{where if len(where) <= 300 else shorten(where, 300)}: {reason}{_HINTS.get(err.errno, '')}"
+
+
+_HINTS = {  # what to do about the errors a disk gives
+    errno.ENOSPC: " (free some space, or write elsewhere)",
+    errno.EFBIG: " (the disk is full or a file-size limit was reached)",
+    errno.EDQUOT: " (the disk quota is used up)",
+    errno.ENOTDIR: " (a file stands where a folder is needed)",
+}
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

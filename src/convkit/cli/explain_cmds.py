@@ -13,7 +13,16 @@ import re
 import sys
 from pathlib import Path
 
-from convkit.cli.common import FORMATTER, CLIError, add_json, parse_shape, print_json
+from convkit.cli.common import (
+    FORMATTER,
+    CLIError,
+    add_json,
+    nonnegative_int,
+    parse_shape,
+    positive_float,
+    positive_int,
+    print_json,
+)
 
 EXAMPLES = {
     "explain": """examples:
@@ -46,8 +55,8 @@ def _add_source(p: argparse.ArgumentParser, image: bool) -> None:
                    "(untrained, see `convkit models`) or a model file (.yaml)")
     if image:
         p.add_argument("image", help="an image file (any mode; converted to the model's channels and size)")
-    p.add_argument("--num-classes", type=int, help="classes of a zoo model or model file (default: the model's)")
-    p.add_argument("--in-channels", type=int, help="input channels of a zoo model or model file")
+    p.add_argument("--num-classes", type=positive_int, help="classes of a zoo model or model file (default: the model's)")
+    p.add_argument("--in-channels", type=positive_int, help="input channels of a zoo model or model file")
     p.add_argument("--input", type=parse_shape, metavar="CxHxW",
                    help="input shape (default: the run's training size or the zoo model's default)")
 
@@ -186,8 +195,8 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                        epilog=EXAMPLES["filters"], formatter_class=fmt)
     _add_source(p, image=False)
     p.add_argument("--layer", help="a conv layer's name (default: the first conv layer)")
-    p.add_argument("--max-filters", type=int, default=64, help="filters drawn, the first ones (default: 64)")
-    p.add_argument("--max-channels", type=int, default=16, help="input channels per filter for deeper layers "
+    p.add_argument("--max-filters", type=positive_int, default=64, help="filters drawn, the first ones (default: 64)")
+    p.add_argument("--max-channels", type=positive_int, default=16, help="input channels per filter for deeper layers "
                    "(default: 16)")
     p.add_argument("--normalize", choices=NORMALIZATIONS, default="filter",
                    help="min-max scale per filter (default: every filter at full contrast) or over the layer")
@@ -200,7 +209,7 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                        epilog=EXAMPLES["features"], formatter_class=fmt)
     _add_source(p, image=True)
     p.add_argument("--layer", nargs="+", metavar="NAME", help="layer names (default: the first and last conv layer)")
-    p.add_argument("--max-channels", type=int, default=32, help="channels drawn per layer (default: 32)")
+    p.add_argument("--max-channels", type=positive_int, default=32, help="channels drawn per layer (default: 32)")
     _add_output(p)
     p.set_defaults(run=cmd_features)
 
@@ -213,8 +222,8 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     p.add_argument("--class", dest="target", metavar="K", help="class index or name (default: the predicted one)")
     p.add_argument("--layer", help="Grad-CAM's layer (default: the last feature map if the head "
                    "averages it globally, else the last conv layer larger than 1x1)")
-    p.add_argument("--window", type=int, help="occlusion: window size in pixels (default: min(H, W) / 7)")
-    p.add_argument("--stride", type=int, help="occlusion: window step (default: window / 2)")
+    p.add_argument("--window", type=positive_int, help="occlusion: window size in pixels (default: min(H, W) / 7)")
+    p.add_argument("--stride", type=positive_int, help="occlusion: window step (default: window / 2)")
     _add_output(p)
     p.set_defaults(run=cmd_attribution)
 
@@ -225,13 +234,13 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     _add_source(p, image=False)
     p.add_argument("--layer", help="the channel's layer (default: the last conv layer)")
     goal = p.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--channel", type=int, metavar="C", help="maximise this channel's mean activation")
+    goal.add_argument("--channel", type=nonnegative_int, metavar="C", help="maximise this channel's mean activation")
     goal.add_argument("--class", dest="target", metavar="K", help="maximise this class's logit (index or name)")
-    p.add_argument("--steps", type=int, default=200, help="(default: 200)")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam step size in normalised units (default: 0.05)")
-    p.add_argument("--jitter", type=int, default=4, help="random shift per step, pixels (default: 4)")
-    p.add_argument("--blur-every", type=int, default=4, help="blur every N steps, 0 never (default: 4)")
-    p.add_argument("--blur-sigma", type=float, default=0.5, help="blur sigma in pixels (default: 0.5)")
+    p.add_argument("--steps", type=positive_int, default=200, help="(default: 200)")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="Adam step size in normalised units (default: 0.05)")
+    p.add_argument("--jitter", type=nonnegative_int, default=4, help="random shift per step, pixels (default: 4)")
+    p.add_argument("--blur-every", type=nonnegative_int, default=4, help="blur every N steps, 0 never (default: 4)")
+    p.add_argument("--blur-sigma", type=positive_float, default=0.5, help="blur sigma in pixels (default: 0.5)")
     p.add_argument("--seed", type=int, default=0)
     _add_output(p)
     p.set_defaults(run=cmd_maximize)

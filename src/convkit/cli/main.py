@@ -19,7 +19,9 @@ from convkit.cli.common import (  # noqa: F401  (CLIError, build_model: also imp
     add_json,
     add_model_arguments,
     build_model,
+    os_error_message,
     parse_shape,
+    positive_int,
     print_json,
     reported_warnings,
 )
@@ -73,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                          "computed without running the model.", epilog=EXAMPLES["summary"], formatter_class=fmt)
     add_model_arguments(p)
     p.add_argument("--input", type=parse_shape, help="per-sample input shape CxHxW (default: the model's own)")
-    p.add_argument("--batch", type=int, default=1, help="batch size for the memory figures (default: 1)")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size for the memory figures (default: 1)")
     from convkit.inspect.memory import OPTIMIZER_STATE
 
     p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZER_STATE),
@@ -127,7 +129,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     else:
         print(result)
     if args.csv:
-        result.to_csv(args.csv)
+        from convkit.utils import atomic_write_text
+
+        atomic_write_text(args.csv, result.to_csv())  # a full disk leaves no half-written file
     if args.plot:
         from convkit.inspect import plot_summary
 
@@ -142,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     A user error (`convkit.errors.ConvkitError`; see `convkit.cli.common.USER_ERRORS` for the plain errors
     also taken as one) is printed as ``convkit: error: <message>`` on stderr and ends the command with the
     error's ``exit_code`` (2, a NaN loss 1); ``convkit --debug ...`` raises it instead, with its traceback.
+    A failed file operation (a read-only or full disk) is printed as its path and the system's reason
+    (`convkit.cli.common.os_error_message`). Any other exception is a bug: it is raised, with its traceback.
 
     Example:
         >>> main(["summary", "resnet19"])
@@ -157,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.debug:
             raise
-        print(f"convkit: error: {err}", file=sys.stderr)
+        message = os_error_message(err) if isinstance(err, OSError) else str(err)
+        print(f"convkit: error: {message}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("convkit: interrupted", file=sys.stderr)

@@ -16,7 +16,18 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from convkit.cli.common import FORMATTER, CLIError, add_json, key_values, print_json, warn
+from convkit.cli.common import (
+    FORMATTER,
+    CLIError,
+    add_json,
+    int_at_least,
+    key_values,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    print_json,
+    warn,
+)
 
 EXAMPLES = {
     "train": """examples:
@@ -195,7 +206,9 @@ def _print_summary(result) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from convkit.data import load_eval_data
     from convkit.train import evaluate, load_checkpoint
+    from convkit.train.config import check_device
 
+    args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     ckpt = load_checkpoint(args.checkpoint, args.device)
     data = args.data or ckpt.meta.get("config", {}).get("test_data") or ckpt.meta.get("config", {}).get("data")
     if not data:
@@ -217,7 +230,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from convkit.train import predict
+    from convkit.train.config import check_device
 
+    args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     results = predict(args.checkpoint, args.images, top=args.top, batch_size=args.batch_size, device=args.device)
     failed = [r for r in results if r.error]
     for r in failed:
@@ -268,9 +283,10 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     p.add_argument("--data", help="dataset name or path (default: the one the model was trained on)")
     p.add_argument("--data-dir", help="where named datasets are looked for")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--worst", type=int, default=16, help="how many worst-classified examples to show (default: 16)")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="images per forward pass (default: 1000)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, or auto (default: cpu)")
+    p.add_argument("--worst", type=nonnegative_int, default=16,
+                   help="how many worst-classified examples to show (default: 16; 0: none)")
     p.add_argument("--out", help="folder for the images (default: the checkpoint's folder)")
     p.add_argument("--no-plots", action="store_true", help="write no images")
     add_json(p)
@@ -282,9 +298,10 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                          epilog=EXAMPLES["predict"], formatter_class=fmt)
     p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
     p.add_argument("images", nargs="+", help="image files and/or folders")
-    p.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--top", type=positive_int, default=5,
+                   help="classes per image (default: 5; more than the model has: all of them)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, or auto (default: cpu)")
     add_json(p)
     p.set_defaults(run=cmd_predict)
 
@@ -293,9 +310,9 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                          "--start to --end (log-spaced), plots the smoothed loss and suggests the rate of "
                          "steepest descent. The model is not kept.", epilog=EXAMPLES["lr-find"], formatter_class=fmt)
     add_train_arguments(p)
-    p.add_argument("--start", type=float, default=1e-6)
-    p.add_argument("--end", type=float, default=10.0)
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--start", type=positive_float, default=1e-6, help="the first learning rate (default: 1e-6)")
+    p.add_argument("--end", type=positive_float, default=10.0, help="the last learning rate (default: 10)")
+    p.add_argument("--steps", type=int_at_least(2), default=100, help="rates tried (default: 100)")
     p.add_argument("--out", default="lr_find.png", help="the plot (default: lr_find.png)")
     add_json(p)
     p.set_defaults(run=cmd_lr_find)

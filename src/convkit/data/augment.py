@@ -25,6 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convkit.errors import ConvkitError
+from convkit.utils import shorten
+
 # Keras' fill modes -> grid_sample's padding modes. Keras' "reflect" (abcd|dcba) is grid_sample's
 # "reflection" with align_corners=False; "wrap" (abcd|abcd) has no padding mode and wraps the coordinates.
 FILL_MODES = {"constant": "zeros", "nearest": "border", "reflect": "reflection", "wrap": "wrap"}
@@ -555,6 +558,43 @@ def mixed_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: 
     return (lam * ce_a + (1 - lam) * ce_b).mean()
 
 
+class AugmentError(ValueError, ConvkitError):
+    """An `AugmentConfig` field of the wrong type or out of range; the message names ``--augment <field>``."""
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Each field's rule: (is the value allowed, what is expected). Zero switches an augmentation off.
+_AUGMENT_RULES = {
+    "rotation": (lambda v: _number(v) and v >= 0, "a number of degrees of at least 0"),
+    "width_shift": (lambda v: _number(v) and v >= 0, "at least 0 (a fraction of the width below 1, else pixels)"),
+    "height_shift": (lambda v: _number(v) and v >= 0, "at least 0 (a fraction of the height below 1, else pixels)"),
+    "shear": (lambda v: _number(v) and 0 <= v < 90, "degrees in [0, 90)"),
+    "zoom": (lambda v: (_number(v) and 0 <= v < 1) or (isinstance(v, tuple) and len(v) == 2
+                                                       and all(_number(z) for z in v) and 0 < v[0] <= v[1]),
+             "a fraction in [0, 1) or a pair of factors [low, high] with 0 < low <= high"),
+    "horizontal_flip": (lambda v: v in (True, False) and not isinstance(v, float), "true or false (or 1 or 0)"),
+    "vertical_flip": (lambda v: v in (True, False) and not isinstance(v, float), "true or false (or 1 or 0)"),
+    "channel_shift": (lambda v: _number(v) and v >= 0, "pixel units of at least 0"),
+    "fill_mode": (lambda v: isinstance(v, str) and v in FILL_MODES, f"one of {', '.join(FILL_MODES)}"),
+    "fill_value": (lambda v: _number(v) and 0 <= v <= 255, "a pixel value in [0, 255]"),
+    "crop_padding": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                     "a whole number of pixels of at least 0"),
+    "erasing": (lambda v: _number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+    "mixup": (lambda v: _number(v) and v >= 0, "an alpha of at least 0 (0: off)"),
+    "cutmix": (lambda v: _number(v) and v >= 0, "an alpha of at least 0 (0: off)"),
+}
+
+
+def _check_augment_field(name: str, value) -> None:
+    """Refuses an `AugmentConfig` value its field's rule (`_AUGMENT_RULES`) does not allow, naming the option."""
+    allowed, expected = _AUGMENT_RULES.get(name, (lambda v: True, ""))  # a subclass's own fields: its own rules
+    if not allowed(value):
+        raise AugmentError(f"--augment {name} must be {expected}, got {shorten(value)}")
+
+
 @dataclass
 class AugmentConfig:
     """What to augment, in Keras ImageDataGenerator's terms plus crops, erasing and mixing. Zero = off.
@@ -594,7 +634,28 @@ class AugmentConfig:
     cutmix: float = 0.0
 
     def __post_init__(self):
-        _check_fill_mode(self.fill_mode)
+        if isinstance(self.zoom, list):  # YAML and `--augment zoom=[0.8,1.2]` give a list
+            self.zoom = tuple(self.zoom)
+        for name, value in asdict(self).items():
+            _check_augment_field(name, value)
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """Refuses a crop padding as large as the images (the crop would show mostly padding; "reflect" cannot
+        pad that far): called by the trainer once the images are known, before any work.
+
+        Raises:
+            AugmentError: ``crop_padding`` >= the height or width.
+
+        Example:
+            >>> AugmentConfig(crop_padding=4).check_image_size(28, 28)
+            >>> AugmentConfig(crop_padding=40).check_image_size(28, 28)
+            Traceback (most recent call last):
+            ...
+            convkit.data.augment.AugmentError: --augment crop_padding=40 is not smaller than the images (28x28); ...
+        """
+        if self.crop_padding >= min(height, width):
+            raise AugmentError(f"--augment crop_padding={self.crop_padding} is not smaller than the images "
+                               f"({height}x{width}); pad by fewer pixels, e.g. {max(1, min(height, width) // 8)}")
 
     @property
     def affine(self) -> bool:
@@ -701,6 +762,7 @@ class Augmenter:
         moved = None if boxes is None else _Boxes(boxes, n)
         x = images
         if c.crop_padding:
+            c.check_image_size(h, w)
             p = c.crop_padding
             oy, ox = _crop_offsets(n, p, g)
             x = _crop(images, p, oy, ox, c.fill_mode, c.fill_value)

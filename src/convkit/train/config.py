@@ -21,6 +21,7 @@ import yaml
 
 from convkit.data.augment import AugmentConfig
 from convkit.errors import ConvkitError
+from convkit.utils import shorten
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -100,6 +101,106 @@ def _check_type(name: str, value, annotation: str) -> None:
             return
     wanted = " or ".join("null" if o == "None" else "a number" if o == "float" else o for o in options)
     raise ConfigError(f"{name} must be {wanted}, got {str(value)[:80]!r} ({type(value).__name__})")
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # the devices training and inference run on
+
+
+def parse_device(text, name: str = "device"):
+    """A device's text (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) as a `torch.device` (None for
+    "auto"); checks the spelling only, not that this machine has the device (see `check_device`).
+
+    Args:
+        text: the device as given.
+        name: what to call it in the message (``device`` in a config, ``--device`` on the command line).
+
+    Returns:
+        The `torch.device`, or None for "auto".
+
+    Raises:
+        ConfigError: not a device's name.
+
+    Example:
+        >>> parse_device("cuda:1")
+        device(type='cuda', index=1)
+        >>> parse_device("nosuch", "--device")
+        Traceback (most recent call last):
+        ...
+        convkit.train.config.ConfigError: --device must be auto, cpu, cuda, cuda:N, mps or xpu, got 'nosuch'
+    """
+    import torch
+
+    if text == "auto":
+        return None
+    wanted = f"{name} must be auto, {', '.join(DEVICE_TYPES[:2])}, cuda:N, {' or '.join(DEVICE_TYPES[2:])}"
+    if not isinstance(text, str | torch.device):
+        raise ConfigError(f"{wanted}, got {shorten(text)}")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ConfigError(f"{wanted}, got {shorten(str(text))}")
+    return device
+
+
+def check_device(text, name: str = "device") -> str:
+    """Refuses a device this machine does not have (`parse_device`, then: is there such a GPU?), before any work.
+
+    Args:
+        text: the device as given ("auto" always passes: it picks a GPU if there is one, else the CPU).
+        name: what to call it in the message.
+
+    Returns:
+        ``text``; "auto" as the device it picks ("cuda" when torch finds a GPU, else "cpu", as training does).
+
+    Raises:
+        ConfigError: a misspelt device, a GPU where there is none, or a GPU index beyond those present.
+
+    Example:
+        >>> check_device("cpu"), check_device("auto") in ("cpu", "cuda")
+        ('cpu', True)
+    """
+    import torch
+
+    device = parse_device(text, name)
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.type == "cpu":
+        return text
+    backend = getattr(torch, device.type, None)
+    count = backend.device_count() if backend is not None and backend.is_available() else 0
+    if device.type == "mps":
+        count = int(torch.backends.mps.is_available())
+    if count == 0:
+        raise ConfigError(f"{name} {text}: this machine has no {device.type} device (torch finds none); use cpu, "
+                          "or auto to take a GPU when there is one")
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"{name} {text}: this machine has {count} {device.type} device{'s' * (count > 1)} "
+                          f"({device.type}:0..{count - 1})")
+    return text
+
+
+def check_compile_backend(backend, name: str = "compile") -> None:
+    """Refuses a torch.compile backend that torch does not know (True, the default backend, passes).
+
+    Example:
+        >>> check_compile_backend("nosuch")
+        Traceback (most recent call last):
+        ...
+        convkit.train.config.ConfigError: compile: unknown backend 'nosuch'; torch.compile's backends include aot_eager, ...
+    """
+    if not isinstance(backend, str):
+        return
+    from torch._dynamo import list_backends  # imported here: only a config that names a backend pays for it
+
+    known = list_backends(exclude_tags=())  # all, the debugging ones too
+    if backend not in known:
+        close = difflib.get_close_matches(backend, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        common = sorted({*list_backends(), "aot_eager", "eager"} & set(known))
+        raise ConfigError(f"{name}: unknown backend {shorten(backend)}; {hint}torch.compile's backends include "
+                          f"{', '.join(common)} (all: torch._dynamo.list_backends(exclude_tags=()))")
 
 
 @dataclass
@@ -261,7 +362,9 @@ class TrainConfig:
                                   f"{getattr(self, name)}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
-        self.augment_config()  # unknown augmentation names fail here, before any work
+        self.augment_config()  # unknown augmentation names and values out of range fail here, before any work
+        parse_device(self.device)  # the spelling only: a GPU run's config is still read on a machine without one
+        check_compile_backend(self.compile)
         from convkit.train.task import list_tasks  # the registry: tasks register themselves by name
 
         if self.task not in list_tasks():

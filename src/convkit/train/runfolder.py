@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.utils import atomic_write, atomic_write_text  # moved there; still importable from here
+from convkit.utils import (  # atomic_write*: still importable from here
+    atomic_write,
+    atomic_write_text,
+    make_folder,
+)
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_s",
                  "images_per_s", "elapsed_s")
@@ -45,27 +49,93 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str) -> Path:
+ORPHANS = ".*.tmp"  # the temporary files of `convkit.utils.atomic_write` (`.<name>.<random>.tmp`)
+
+
+def remove_orphans(folder: str | os.PathLike) -> int:
+    """Removes the temporary files that writes cut short by a kill left in ``folder`` (`ORPHANS`).
+
+    `atomic_write` removes its temporary file when the write fails, but a process killed (kill -9, power
+    loss) leaves it behind; a run's folder gets one per checkpoint killed mid-way. Called when a run starts
+    again in its folder (resumed, or its name reused); no other process should be writing there then.
+
+    Args:
+        folder: a run folder.
+
+    Returns:
+        How many files were removed.
+
+    Example:
+        >>> folder = Path("runs/killed"); folder.mkdir(parents=True)
+        >>> _ = (folder / ".resume.safetensors.k2x9_q.tmp").write_bytes(b"half a checkpoint")
+        >>> remove_orphans(folder), sorted(folder.iterdir())
+        (1, [])
+    """
+    removed = 0
+    for path in Path(folder).glob(ORPHANS):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def never_saved(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a run that stopped before its first checkpoint: config.yaml and nothing else
+    (but `ORPHANS`), so that it can start again there from the beginning.
+
+    Example:
+        >>> folder = Path("runs/early"); folder.mkdir(parents=True)
+        >>> _ = (folder / "config.yaml").write_text("model: fastcnn\\n")
+        >>> never_saved(folder), never_saved("runs")
+        (True, False)
+    """
+    folder = Path(folder)
+    names = {p.name for p in folder.iterdir() if not p.match(ORPHANS)} if folder.is_dir() else None
+    return names == {"config.yaml"}
+
+
+def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str, note=None) -> Path:
     """Creates `runs_dir/<name>/`; without a name, `<model>-<date>-<time>` (with -2, -3... if taken).
+
+    A named folder that holds only the config of a run that never saved a checkpoint (`never_saved`: the run
+    was stopped or failed before its first epoch ended) is taken over: its orphan temporary files are removed
+    and ``note`` says so.
+
+    Args:
+        runs_dir: where run folders go.
+        name: the folder's name, or None.
+        model: the model's name or file, for a folder's default name.
+        note: called with a line of text to show the user (default: nothing is shown).
+
+    Returns:
+        The folder.
 
     Raises:
         ConfigError: a name that is not a plain folder name (see `check_run_name`).
         FileExistsError: a named folder already holds a run (resume it or choose another name).
+        OSError: the folder cannot be made (read-only, a file in the way).
     """
     runs_dir = Path(runs_dir)
     if name:
         check_run_name(name)
         path = runs_dir / name
+        if path.is_dir() and never_saved(path):
+            removed = remove_orphans(path)
+            if note is not None:
+                note(f"{path}: held only the config of a run stopped before its first checkpoint; starting the "
+                     f"new run there" + (f" ({removed} orphan temporary file{'s' * (removed > 1)} removed)"
+                                         if removed else ""))
+            return path
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"{path} already holds a run; continue it with `convkit train --resume {path}` "
                                   "or choose another --name")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return make_folder(path)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).stem) + time.strftime("-%Y%m%d-%H%M%S")
+    make_folder(runs_dir)
     for i in range(1, 1000):
         path = runs_dir / (stem if i == 1 else f"{stem}-{i}")
         try:
-            path.mkdir(parents=True)
+            path.mkdir()
             return path
         except FileExistsError:
             continue

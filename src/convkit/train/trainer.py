@@ -41,9 +41,9 @@ from convkit.errors import ConvkitError
 from convkit.models.reference import ModelCfg, model_spec, resolve_model
 from convkit.models.weights import CheckpointError, load_state, save_state, save_tensors
 from convkit.train import distributed as D
-from convkit.train.config import TrainConfig
+from convkit.train.config import TrainConfig, check_device
 from convkit.train.lr_finder import LRFinderResult, lr_sweep
-from convkit.train.runfolder import check_run_name, new_run_dir, write_metrics
+from convkit.train.runfolder import check_run_name, never_saved, new_run_dir, remove_orphans, write_metrics
 from convkit.train.schedule import WeightEMA, build_optimizer, build_scheduler
 from convkit.train.settings import flush_denormals, torch_settings
 from convkit.train.task import Task, get_task
@@ -101,13 +101,22 @@ def _resolve_config(config, overrides) -> TrainConfig:
     return config.replace(**overrides) if overrides else config
 
 
-def _resume_file(path: str | os.PathLike) -> Path:
+def _resume_file(path: str | os.PathLike) -> Path | None:
+    """The resumable state of the run in ``path``; None for a run that stopped before its first checkpoint
+    (`convkit.train.runfolder.never_saved`), which then starts again from the beginning in its folder."""
     path = Path(path)
     file = path / "resume.safetensors" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{path}: no resume.safetensors here; is it the folder of a run that saved a "
-                                "checkpoint (`convkit train` writes one at every epoch end)?")
-    return file
+    if file.is_file():
+        return file
+    if path.is_dir() and never_saved(path):
+        return None
+    saved = sorted(p.name for p in path.glob("*.safetensors")) if path.is_dir() else []
+    if saved and (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"{path}: no resume.safetensors here (only {', '.join(saved)}): the state to continue "
+                                f"from was not saved; train again with `convkit train --config {path / 'config.yaml'} "
+                                "--name NEW_NAME`")
+    raise FileNotFoundError(f"{path}: no resume.safetensors here; is it the folder of a run that saved a "
+                            "checkpoint (`convkit train` writes one at every epoch end)?")
 
 
 def load_split(name: str, split: str, data_dir, stream: bool | None = None) -> Dataset:
@@ -195,6 +204,7 @@ class Trainer:
         if isinstance(model, str):  # Trainer(model="resnet20"): a name for the config, not a module
             overrides["model"], model = model, None
         self.run_dir: Path | None = None
+        self._notes: list[str] = []  # about the run folder, shown when the run starts
         state, meta = self._config(config, resume, overrides)
         self.task = get_task(task or self.config.task)
         self._place(meta)
@@ -214,11 +224,17 @@ class Trainer:
                 check_run_name(self.config.name)  # before any work: a run never writes outside runs_dir
             return None, None
         file = _resume_file(resume)
-        state, meta = load_state(file)
         bad = set(overrides) - set(RESUMABLE_OVERRIDES)
         if bad or config is not None:
             raise ValueError(f"a resumed run keeps its config; only {', '.join(RESUMABLE_OVERRIDES)} may "
                              f"change (got {', '.join(sorted(bad)) or 'a config'})")
+        if file is None:  # stopped before its first checkpoint: nothing to continue, so start it again
+            self.run_dir = Path(resume)
+            self.config = TrainConfig.from_yaml(self.run_dir / "config.yaml").replace(**overrides)
+            self._notes.append(f"{self.run_dir}: the run stopped before its first checkpoint; starting it from "
+                               "the beginning with its config.yaml")
+            return None, None
+        state, meta = load_state(file)
         self.config = TrainConfig.from_dict({**meta["config"], **overrides})
         self.run_dir = file.parent
         return state, meta
@@ -226,6 +242,7 @@ class Trainer:
     def _place(self, meta: dict | None) -> None:
         """Device, processes (DDP under torchrun), threads, determinism and precision."""
         cfg = self.config
+        check_device(cfg.device)  # a GPU this machine lacks: one line, before any work
         self.dist, self.device = D.init_distributed(cfg.device)
         self.threads = cfg.threads or (meta or {}).get("threads")
         self.deterministic = self.device.type == "cpu" if cfg.deterministic is None else cfg.deterministic
@@ -276,6 +293,7 @@ class Trainer:
         self._build_optimizer()
         self.ema = WeightEMA(self.model, cfg.ema) if cfg.ema else None
         self.augmenter = self.task.augmenter(cfg)
+        cfg.augment_config().check_image_size(*self.input_shape[-2:])  # a crop padding as large as the images
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.forward_model: nn.Module = self.model
         if self.dist.enabled:
@@ -418,10 +436,21 @@ class Trainer:
                            **self.task.result_fields(self.best_extra))
 
     def _ensure_run_dir(self) -> Path:
+        """The run folder: made (or a never-saved one taken over) for a new run; for a resumed one, cleared of the
+        orphan temporary files of checkpoints killed mid-way. The notes about it are shown."""
         if self.run_dir is None:
             cfg = self.config
-            name = str(new_run_dir(cfg.runs_dir, cfg.name, cfg.model)) if self.dist.is_main else None
+            name = str(new_run_dir(cfg.runs_dir, cfg.name, cfg.model, note=self._notes.append)) \
+                if self.dist.is_main else None
             self.run_dir = Path(D.broadcast_text(name, self.dist))
+        elif self.dist.is_main:
+            removed = remove_orphans(self.run_dir)
+            if removed:
+                self._notes.append(f"{self.run_dir}: removed {removed} orphan temporary file{'s' * (removed > 1)} "
+                                   "of writes cut short")
+        for note in self._notes:
+            self._print(f"note: {note}")
+        self._notes.clear()
         return self.run_dir
 
     def _run_epoch(self) -> str:
