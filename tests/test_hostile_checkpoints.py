@@ -214,6 +214,16 @@ def test_bogus_metadata_is_a_one_line_error_naming_the_checkpoint_and_field(run_
     assert out == ""
 
 
+def test_a_resume_file_without_its_config_is_a_one_line_error(run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    tensors, meta = load_tensors(run / "resume.safetensors")
+    del meta["config"]
+    save_tensors(run / "resume.safetensors", tensors, meta)
+    code, out, err = cli(capsys, "train", "--resume", run)
+    assert_refused(code, err, run / "resume.safetensors", "training state lacks config")
+
+
 def test_a_deeply_nested_metadata_value_is_refused(run_dir, tmp_path, capsys, image):
     tensors, _ = load_tensors(run_dir / "best.safetensors")
     path = tmp_path / "deep.safetensors"

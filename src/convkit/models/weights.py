@@ -3,7 +3,9 @@
 Nothing here pickles or unpickles: a pickle (torch.save's format) runs code when loaded, so a checkpoint
 from elsewhere could do anything. Tensors go in a safetensors file, everything else as JSON in its header:
 nested state (optimizer, scheduler, RNG states) is flattened into named tensors plus a JSON skeleton that
-says where each tensor goes back. A file that is not safetensors is refused after reading 8 bytes of it.
+says where each tensor goes back. A file that is not safetensors is refused after reading 8 bytes of it; a
+damaged one (truncated, a header that is not JSON or too long, offsets out of range) before safetensors
+reads it (`read_header`); metadata that inference would misuse by `check_meta`, on every load.
 
 Files of a run folder:
     best.safetensors / last.safetensors: the (EMA, if on) weights + metadata (model spec, class names,

@@ -256,6 +256,10 @@ class Trainer:
             return None, None
         file = _resume_file(resume)
         state, meta = load_state(file)
+        lacking = [k for k in ("optimizer", "scheduler", "scaler", "augmenter", "rng", "progress", "history")
+                   if k not in state] + ([] if isinstance(meta.get("config"), dict) else ["config"])
+        if lacking:
+            raise CheckpointError(f"{file}: damaged: its training state lacks {', '.join(lacking)}")
         bad = set(overrides) - set(RESUMABLE_OVERRIDES)
         if bad or config is not None:
             raise ValueError(f"a resumed run keeps its config; only {', '.join(RESUMABLE_OVERRIDES)} may "
