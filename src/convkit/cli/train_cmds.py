@@ -39,7 +39,7 @@ EXAMPLES = {
   convkit train --config runs/fastcnn-20250101-120000/config.yaml --name again    repeat a run
   torchrun --nproc_per_node=2 -m convkit train resnet20 --data cifar10   several GPUs or processes""",
     "evaluate": """examples:
-  convkit evaluate runs/fastcnn-20250101-120000             on the test split of the training data
+  convkit evaluate runs/fastcnn-20250101-120000             on the run's own test set (what it reported)
   convkit evaluate runs/fastcnn-20250101-120000/last.safetensors --data fashion-mnist --json
   convkit evaluate model.safetensors --data photos/test --worst 32 --out report/""",
     "predict": """examples:
@@ -204,28 +204,44 @@ def _print_summary(result) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from convkit.data import load_eval_data
     from convkit.train import evaluate, load_checkpoint
     from convkit.train.config import check_device
 
     args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     ckpt = load_checkpoint(args.checkpoint, args.device)
-    data = args.data or ckpt.meta.get("config", {}).get("test_data") or ckpt.meta.get("config", {}).get("data")
-    if not data:
-        raise CLIError(f"{ckpt.path}: does not say what it was trained on; pass --data")
-    data_dir = args.data_dir or ckpt.meta.get("config", {}).get("data_dir")
-    # a folder or CSV whole, else its/the dataset's split; labels matched to the model's classes by name
-    dataset, what = load_eval_data(data, args.split, data_dir, classes=ckpt.classes)
+    split = args.split or "test"
+    dataset, what = _evaluation_data(ckpt, args.data, split, args.data_dir)
     out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
     result = evaluate(ckpt, dataset, args.batch_size, args.device, args.worst, out)
     if args.json:
-        print_json({"checkpoint": str(ckpt.path), "data": str(data), "split": args.split, "evaluated_on": what,
-                    **result.to_dict()})
+        print_json({"checkpoint": str(ckpt.path), "data": str(args.data) if args.data else None, "split": split,
+                    "evaluated_on": what, **result.to_dict()})
     else:
         print(f"{ckpt.path} on {what}:\n{result}")
         for name, path in result.files.items():
             print(f"wrote {path} ({name})", file=sys.stderr)
     return 0
+
+
+def _evaluation_data(ckpt, data, split: str, data_dir):
+    """--data whole (a folder or CSV; a named dataset's or split folder's `split`), else the run's own test set
+    (or training set), rebuilt from the config in the checkpoint as training built it (`run_data`)."""
+    from convkit.data import load_eval_data
+    from convkit.models.weights import CheckpointError
+    from convkit.train import TrainConfig
+    from convkit.train.trainer import run_data
+    from convkit.utils import shorten
+
+    if data:  # labels matched to the model's classes by name
+        return load_eval_data(data, split, data_dir, classes=ckpt.classes)
+    if not ckpt.meta.get("config"):
+        raise CLIError(f"{ckpt.path}: its metadata does not say what it was trained on; pass --data")
+    try:
+        config = TrainConfig.from_dict(ckpt.meta["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt.path}: metadata field config: {shorten(str(err), 300)}") from None
+    dataset, what = run_data(config, split, **({"data_dir": data_dir} if data_dir else {}))
+    return dataset, f"the run's {'test' if split == 'test' else 'training'} set, {what}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -280,9 +296,11 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                          "the confusion matrix and the worst-classified examples (eval_confusion.png, "
                          "eval_worst.png).", epilog=EXAMPLES["evaluate"], formatter_class=fmt)
     p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
-    p.add_argument("--data", help="dataset name or path (default: the one the model was trained on)")
+    p.add_argument("--data", help="a dataset name, or a folder or CSV evaluated whole (default: the run's own test "
+                   "set, as training chose it: its test data, test split or held-out 10%%, and its test limit)")
     p.add_argument("--data-dir", help="where named datasets are looked for")
-    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--split", choices=["train", "test"], help="test (default) or train: the split of a named "
+                   "--data or of a folder with train/ and test/; without --data, the run's test or training set")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="images per forward pass (default: 1000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, or auto (default: cpu)")
     p.add_argument("--worst", type=nonnegative_int, default=16,

@@ -35,8 +35,9 @@ from convkit.models.weights import (
     find_checkpoint,
     load_tensors,
     read_meta,
-    unflatten_state,
+    restore_state,
 )
+from convkit.utils import shorten
 
 __all__ = ["Checkpoint", "ModelCfg", "build_from_spec", "load_checkpoint", "model_cfg", "model_spec",
            "resolve_model"]
@@ -337,27 +338,34 @@ def _from_file(path: Path, given: dict, input_shape, meta: bool, device) -> nn.M
 def _from_checkpoint(path: Path, input_shape, meta: bool, device, prefer: str, model: nn.Module | None):
     file = find_checkpoint(path, prefer)
     if meta and model is None:  # shapes only: the header says what to build, no tensor is read
-        info, tensors = read_meta(file), None
+        info, tensors = read_meta(file), None  # read_meta checks the file and its metadata (check_meta)
     else:
         tensors, info = load_tensors(file)
     if "model" not in info:
         raise CheckpointError(f"{file}: a safetensors file without convkit's metadata (model spec, classes, "
                               "normalisation); build the model and load the weights with model.load_state_dict")
+    if tensors is not None and info.get("format") == FORMAT:  # resume.safetensors: the weights sit under "model"
+        state = restore_state(info["state"], tensors, file)
+        tensors = state.get("eval_model") or state["model"]
+    spec = info["model"]
     if model is None:
-        model = build_from_spec(info["model"], meta=meta)
+        if tensors is not None:  # the architecture on the meta device first: nothing is allocated for bogus sizes
+            _check_weights_fit(file, _build(file, spec, meta=True, fallback=True), tensors)
+        model = _build(file, spec, meta=meta)
     if tensors is not None:
-        if info.get("format") == FORMAT:  # resume.safetensors: the weights sit under "model"
-            state = unflatten_state(info["state"], tensors)
-            tensors = state.get("eval_model") or state["model"]
         try:
             model.load_state_dict(tensors)
         except RuntimeError as err:
-            raise CheckpointError(f"{file}: the weights do not fit the model: {err}") from None
+            raise CheckpointError(f"{file}: the weights do not fit the model: "
+                                  f"{shorten(' '.join(str(err).split()), 400)}") from None
     info.pop("state", None)
-    spec = info["model"]
     run_dir = file.parent if (file.parent / "config.yaml").is_file() else None
     name = spec.get("name") or Path(spec.get("path") or file.stem).stem
-    classes = [str(c) for c in info.get("classes") or []] or None
+    classes = info.get("classes")
+    outputs = spec.get("num_classes") or getattr(model, "num_classes", None)
+    if classes and isinstance(outputs, int) and len(classes) != outputs:
+        raise CheckpointError(f"{file}: metadata field classes: found {shorten(classes)}, expected {outputs} names, "
+                              f"one per model output, found {len(classes):,}")
     shape = input_shape or info.get("input_shape")
     cfg = ModelCfg(str(name), task=str(info.get("task", "classification")),
                    input_shape=_shape(shape) if shape else None,
@@ -367,6 +375,43 @@ def _from_checkpoint(path: Path, input_shape, meta: bool, device, prefer: str, m
                    spec=spec, source="checkpoint", trained=True, checkpoint=file, run_dir=run_dir, meta=info)
     module = _finish(model, cfg, meta, device)
     return module.eval()
+
+
+def _build(file: Path, spec: dict, meta: bool, fallback: bool = False) -> nn.Module | None:
+    """`build_from_spec` for a checkpoint: what refuses the spec is a CheckpointError naming the file.
+
+    With `fallback`, a model that cannot be built on the meta device for another reason gives None."""
+    from convkit.errors import ConvkitError
+
+    try:
+        return build_from_spec(spec, meta=meta)
+    except ConvkitError as err:
+        what = "" if isinstance(err, CheckpointError) else "the model its metadata describes cannot be built: "
+        raise CheckpointError(f"{file}: {what}{err}") from None
+    except Exception:
+        if fallback:  # a model file whose layers need real tensors at build time
+            return None
+        raise
+
+
+def _check_weights_fit(file: Path, model: nn.Module | None, tensors: dict[str, torch.Tensor]) -> None:
+    """The file's tensors have the names and shapes of the model's state_dict (checked on the meta device)."""
+    if model is None:
+        return
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    problems = []
+    if missing := sorted(set(expected) - set(found)):
+        problems.append(f"missing {shorten(missing)}")
+    if unexpected := sorted(set(found) - set(expected)):
+        problems.append(f"not in the model {shorten(unexpected)}")
+    if wrong := [k for k in expected if k in found and found[k] != expected[k]]:
+        problems.append("shapes differ: " + ", ".join(f"{shorten(k, 60)} is {list(found[k])} in the file, "
+                                                      f"{list(expected[k])} in the model" for k in wrong[:3])
+                        + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
+    if problems:
+        raise CheckpointError(f"{file}: the weights do not fit the model its metadata describes: "
+                              + "; ".join(problems))
 
 
 def _finish(module: nn.Module, cfg: ModelCfg, meta: bool, device) -> nn.Module:

@@ -181,20 +181,18 @@ class _Predictions:
 
 
 def _test_set(run: _Run, test_data, data_dir):
-    """The run's test set as training built it (`load_test_data`: same source, split and test_limit), or
+    """The run's test set as training built it (`run_data`: same source, split and test_limit), or
     `test_data` (a dataset, or a name or path whose test split, else all of it, is used, without a limit)."""
-    from convkit.train import load_test_data
-    from convkit.train.config import TrainConfig
+    from convkit.train.trainer import run_data
 
     if test_data is not None and not isinstance(test_data, str | os.PathLike):
         return test_data, f"{getattr(test_data, 'source', 'the given dataset')}"
-    cfg = TrainConfig.from_dict(run.config)
-    if not (test_data or cfg.test_data or cfg.data):
+    if not (test_data or run.config.get("test_data") or run.config.get("data", "default")):
         raise ReportError("the config names no data set; pass test_data")
-    changes = {"data_dir": data_dir if data_dir is not None else cfg.data_dir, "stream": None}
+    changes = {"data_dir": data_dir if data_dir is not None else run.config.get("data_dir")}
     if test_data is not None:
         changes.update(test_data=str(test_data), test_limit=None)
-    return load_test_data(cfg.replace(**changes))[1:]
+    return run_data(run.config, **changes)
 
 
 def _predict(run: _Run, test_data, data_dir) -> _Predictions:

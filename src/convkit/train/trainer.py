@@ -168,6 +168,47 @@ def load_test_data(config: TrainConfig, train: Dataset | None = None) -> tuple[D
     return train, test, what
 
 
+def run_data(config: TrainConfig | dict, split: str = "test", **changes) -> tuple[Dataset, str]:
+    """A finished run's test (or training) set, rebuilt from its config as training built it.
+
+    The one way `convkit evaluate RUN` and `convkit report RUN` find a run's data, so both score the images the
+    run itself reported on: its test_data, else the test split of its data, else the same 10% of each class
+    held out with its seed; then its test_limit (`load_test_data`). Sets too large for memory are streamed.
+
+    Args:
+        config: the run's config (its config.yaml, or the copy in a checkpoint's metadata).
+        split: "test", or "train" for the images it trained on (less the held-out part, then its limit).
+        **changes: config fields to change first, e.g. data_dir (where named datasets are looked for now).
+
+    Returns:
+        (the dataset, a description such as "default (test split), first 100" or "photos (held-out 10%)").
+
+    Raises:
+        DatasetNotFoundError: the run's data is no longer there.
+        ValueError: an invalid config.
+
+    Example:
+        >>> test, what = run_data({"data": "default", "test_limit": 100})
+        >>> len(test), what
+        (100, 'default (test split), first 100')
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    config = config.replace(stream=None, **changes)
+    train, test, what = load_test_data(config)
+    if split == "test":
+        return test, what
+    if train is None:
+        train, what = load_split(config.data, "train", config.data_dir, config.stream), f"{config.data} (train split)"
+    else:
+        what = f"{config.data} (the 90% not held out)"
+    if config.limit:
+        train = train.subset(range(min(config.limit, len(train))))
+        what += f", first {len(train):,}"
+    return train, what
+
+
 class Trainer:
     """Trains a model as `convkit train` does: run folder, checkpoints, exact resume, DDP under torchrun.
 
@@ -235,6 +276,10 @@ class Trainer:
                                "the beginning with its config.yaml")
             return None, None
         state, meta = load_state(file)
+        lacking = [k for k in ("optimizer", "scheduler", "scaler", "augmenter", "rng", "progress", "history")
+                   if k not in state] + ([] if isinstance(meta.get("config"), dict) else ["config"])
+        if lacking:
+            raise CheckpointError(f"{file}: damaged: its training state lacks {', '.join(lacking)}")
         self.config = TrainConfig.from_dict({**meta["config"], **overrides})
         self.run_dir = file.parent
         return state, meta
@@ -783,5 +828,5 @@ def _fmt(name: str, value: float) -> str:
     return f"{value:.4f}" if "loss" in name else f"{100 * value:.2f}%"
 
 
-__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "load_split", "load_test_data", "train",
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "load_split", "load_test_data", "run_data", "train",
            "CheckpointError", "flush_denormals"]
