@@ -320,6 +320,16 @@ def _new_node(loader, event, path: str) -> yaml.Node:
     return kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
 
 
+class _Constructor(yaml.constructor.SafeConstructor):
+    """PyYAML's safe constructor that remembers the node it builds, so an error names that node's line."""
+
+    current: yaml.Node | None = None
+
+    def construct_object(self, node, deep=False):
+        self.current = node
+        return super().construct_object(node, deep)
+
+
 def yaml_value(node: yaml.Node | None, path: str = "<string>"):
     """The Python value of a node from `compose_yaml` (safe construction: plain types only).
 
@@ -339,11 +349,11 @@ def yaml_value(node: yaml.Node | None, path: str = "<string>"):
     """
     if node is None:
         return None
-    constructor = yaml.constructor.SafeConstructor()
+    constructor = _Constructor()
     try:
         return constructor.construct_document(node)
     except (yaml.YAMLError, ValueError, TypeError) as err:
-        mark = getattr(err, "problem_mark", None) or node.start_mark
+        mark = getattr(err, "problem_mark", None) or (constructor.current or node).start_mark
         problem = getattr(err, "problem", None) or str(err)
         raise YAMLInputError(f"not a value YAML can build: {shorten(problem, 120)[1:-1]}", path, _line(mark)) from None
 
