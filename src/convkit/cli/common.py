@@ -56,7 +56,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x224x224, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x224x224, got {shorten(text)}")
     return shape
 
 
@@ -159,7 +159,7 @@ def positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {shorten(text)}")
     return value
 
 
