@@ -44,10 +44,10 @@ def test_bad_values_are_one_line_errors_and_nothing_runs(argv, message, capsys, 
 
 
 @pytest.mark.parametrize("text, message", [
-    ("lr: abc\n", "bad.yaml: lr must be a number, got 'abc' (str)"),
-    ("lr: [1]\n", "bad.yaml: lr must be a number, got '[1]' (list)"),
-    ('batch_size: "128"\n', "bad.yaml: batch_size must be int, got '128' (str)"),
-    ("epochs: true\n", "bad.yaml: epochs must be int, got 'True' (bool)"),
+    ("epochs: 2\nlr: abc\n", "bad.yaml:2: lr must be a number, got 'abc' (str)"),
+    ("lr: [1]\n", "bad.yaml:1: lr must be a number, got [1] (list)"),
+    ('epochs: 2\n\nbatch_size: "128"\n', "bad.yaml:3: batch_size must be int, got '128' (str)"),
+    ("epochs: true\n", "bad.yaml:1: epochs must be int, got True (bool)"),
     ("lr: [1\nepochs: 2\n", "bad.yaml:2: not valid YAML"),
     ("- 1\n- 2\n", "bad.yaml: a config is a mapping of option: value, got list"),
 ])

@@ -1,7 +1,9 @@
-"""Small helpers every part of convkit shares: atomic file writes, byte counts as text, fitting images.
+"""Small helpers every part of convkit shares: atomic file writes, byte counts as text, fitting images, bounded
+reprs for messages and the one YAML reader.
 
-This is the bottom layer: it imports nothing from convkit (only the standard library and torch), so
-``convkit.layers``, ``data``, ``inspect``, ``explain``, ``train`` and ``report`` can all use it.
+This is the bottom layer: it imports nothing from convkit but `convkit.errors` (itself the bottom: it imports
+nothing), only the standard library, torch and PyYAML, so ``convkit.layers``, ``data``, ``inspect``, ``explain``,
+``train``, ``models`` and ``report`` can all use it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
-__all__ = ["atomic_write", "atomic_write_text", "fit_images", "format_bytes", "make_folder", "shorten"]
+from convkit.errors import ConvkitError
+
+__all__ = ["YAMLInputError", "atomic_write", "atomic_write_text", "compose_yaml", "fit_images", "format_bytes",
+           "load_yaml", "make_folder", "shorten", "yaml_value"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -237,3 +243,221 @@ def fit_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tenso
     if tuple(images.shape[2:]) != (h, w):
         images = F.interpolate(images.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     return images.round().clamp(0, 255).to(torch.uint8) if images.is_floating_point() else images
+
+
+# --- YAML: every YAML text convkit reads goes through `load_yaml` (or `compose_yaml` for line numbers) ---------
+
+try:  # libyaml's parser when PyYAML has it (faster); the events and nodes are the same
+    _YAMLLoader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML without libyaml
+    _YAMLLoader = yaml.SafeLoader
+
+YAML_DEPTH_LIMIT = 64  # nested sequences/mappings; libyaml's composer recurses in C and crashes on ~100,000
+YAML_ALIAS_LIMIT = 100_000  # nodes and scalar characters that aliases may add when expanded (an alias bomb adds 10^9)
+_STANDARD_TAG = "tag:yaml.org,2002:"
+_ALLOWED_TAGS = {tag for tag in yaml.SafeLoader.yaml_constructors if tag} | {
+    _STANDARD_TAG + "merge", _STANDARD_TAG + "value"}
+
+
+class YAMLInputError(ValueError, ConvkitError):
+    """YAML text convkit refuses to read: not valid YAML, a tag other than YAML's plain types, nesting or
+    aliases beyond the bounds; ``path``, ``line`` (1-based, or None) and ``problem`` say where and what.
+
+    Example:
+        >>> err = YAMLInputError("not valid YAML: found unexpected end of stream", "net.yaml", 3)
+        >>> str(err), err.exit_code
+        ('net.yaml:3: not valid YAML: found unexpected end of stream', 2)
+    """
+
+    def __init__(self, problem: str, path: str = "<string>", line: int | None = None):
+        self.path, self.line, self.problem = str(path), line, problem
+        super().__init__(f"{path}:{line}: {problem}" if line else f"{path}: {problem}")
+
+
+def _line(mark) -> int | None:
+    return mark.line + 1 if mark is not None else None
+
+
+def _tag_text(tag: str) -> str:
+    return "!!" + tag[len(_STANDARD_TAG):] if tag.startswith(_STANDARD_TAG) else tag
+
+
+def compose_yaml(text: str, path: str = "<string>") -> yaml.Node | None:
+    """One YAML document as a node graph (each node knows its line), checked so that reading it stays cheap.
+
+    The document is composed from the parser's events here, not by PyYAML's composer, so that before any
+    node is made: nesting deeper than `YAML_DEPTH_LIMIT` is refused (libyaml's recursive composer crashes the
+    interpreter on deep nesting); aliases may add at most `YAML_ALIAS_LIMIT` nodes and scalar characters when
+    expanded (a 1 KB alias bomb expands to gigabytes; a recursive alias never ends); a tag other than YAML's
+    plain types (``!!python/object:...``, ``!custom``) is refused, not silently dropped.
+
+    Args:
+        text: the YAML text.
+        path: the file's name, for messages.
+
+    Returns:
+        The root node (``yaml.MappingNode``, ``SequenceNode`` or ``ScalarNode``), or None for an empty document.
+
+    Raises:
+        YAMLInputError: invalid YAML, more than one document, a tag, nesting or aliases beyond the bounds;
+            the message names ``path`` and the line.
+
+    Example:
+        >>> compose_yaml("layers: [conv3-8, FC-10]").value[0][1].value[0].value
+        'conv3-8'
+        >>> compose_yaml("layers: [!!python/object:os.system ls]", "net.yaml")
+        Traceback (most recent call last):
+        ...
+        convkit.utils.YAMLInputError: net.yaml:1: the tag '!!python/object:os.system' is not allowed: convkit reads plain YAML values (strings, numbers, booleans, null, lists, mappings)
+    """
+    loader = _YAMLLoader(text)
+    try:
+        return _compose(loader, str(path))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        problem = getattr(err, "problem", None) or str(err)
+        raise YAMLInputError(f"not valid YAML: {problem}", str(path), _line(mark)) from None
+    finally:
+        loader.dispose()
+
+
+def _compose(loader, path: str) -> yaml.Node | None:
+    """PyYAML's composer, without recursion, with the checks of `compose_yaml`."""
+    E = yaml.events
+    loader.get_event()  # StreamStart
+    if loader.check_event(E.StreamEndEvent):
+        return None
+    loader.get_event()  # DocumentStart
+    anchors: dict[str, yaml.Node] = {}
+    sizes: dict[int, int] = {}  # id(node) -> its size with aliases expanded (closed nodes only)
+    stack: list[tuple[yaml.Node, list, int]] = []  # open collections: node, children, `count` at its start
+    count = added = 0  # nodes and scalar characters so far; what aliases added
+    root = None
+    while True:
+        event = loader.get_event()
+        if isinstance(event, E.DocumentEndEvent):
+            break
+        if isinstance(event, (E.SequenceEndEvent, E.MappingEndEvent)):
+            node, children, start = stack.pop()
+            node.value = children if isinstance(node, yaml.SequenceNode) else list(zip(children[::2], children[1::2]))
+            node.end_mark = event.end_mark
+            sizes[id(node)] = count - start
+            continue
+        if isinstance(event, E.AliasEvent):
+            node = anchors.get(event.anchor)
+            name = shorten(event.anchor)[1:-1]
+            if node is None:
+                raise YAMLInputError(f"found undefined alias *{name}", path, _line(event.start_mark))
+            if id(node) not in sizes:
+                raise YAMLInputError(f"the alias *{name} refers to a collection that contains it (a recursive "
+                                     "structure)", path, _line(event.start_mark))
+            count += sizes[id(node)]
+            added += sizes[id(node)]
+            if added > YAML_ALIAS_LIMIT:
+                raise YAMLInputError(f"aliases expand this document past {YAML_ALIAS_LIMIT:,} nodes and characters "
+                                     f"(at *{name}: an alias bomb?); write the values out instead", path,
+                                     _line(event.start_mark))
+        else:
+            node = _new_node(loader, event, path)
+            if event.anchor is not None:
+                anchors[event.anchor] = node
+            if isinstance(node, yaml.ScalarNode):
+                count += 1 + len(node.value)
+                sizes[id(node)] = 1 + len(node.value)
+        if stack:
+            stack[-1][1].append(node)
+        else:
+            root = node
+        if isinstance(event, E.CollectionStartEvent):
+            if len(stack) >= YAML_DEPTH_LIMIT:
+                raise YAMLInputError(f"nested deeper than {YAML_DEPTH_LIMIT} levels", path, _line(event.start_mark))
+            stack.append((node, [], count))
+            count += 1
+    if not loader.check_event(E.StreamEndEvent):
+        event = loader.get_event()
+        raise YAMLInputError("expected one YAML document, found another (a line '---')", path,
+                             _line(event.start_mark))
+    return root
+
+
+def _new_node(loader, event, path: str) -> yaml.Node:
+    """The node an event starts, its tag resolved as PyYAML resolves it, and refused unless a plain type."""
+    E = yaml.events
+    tag = event.tag
+    if isinstance(event, E.ScalarEvent):
+        kind, value = yaml.ScalarNode, event.value
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+    else:
+        kind, value = (yaml.SequenceNode if isinstance(event, E.SequenceStartEvent) else yaml.MappingNode), None
+        if tag is None or tag == "!":
+            tag = loader.resolve(kind, None, event.implicit)
+    if tag not in _ALLOWED_TAGS:
+        raise YAMLInputError(f"the tag {shorten(_tag_text(tag))} is not allowed: convkit reads plain YAML values "
+                             "(strings, numbers, booleans, null, lists, mappings)", path, _line(event.start_mark))
+    if kind is yaml.ScalarNode:
+        return yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
+    return kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    """PyYAML's safe constructor that remembers the node it builds, so an error names that node's line."""
+
+    current: yaml.Node | None = None
+
+    def construct_object(self, node, deep=False):
+        self.current = node
+        return super().construct_object(node, deep)
+
+
+def yaml_value(node: yaml.Node | None, path: str = "<string>"):
+    """The Python value of a node from `compose_yaml` (safe construction: plain types only).
+
+    Args:
+        node: a node of a checked graph (aliases become shared objects, never copies).
+        path: the file's name, for messages.
+
+    Returns:
+        str, int, float, bool, None, list, dict (dates, bytes and sets where the YAML asks for them).
+
+    Raises:
+        YAMLInputError: a value YAML cannot build (``!!int abc``, a list as a mapping key), with its line.
+
+    Example:
+        >>> yaml_value(compose_yaml("input: [1, 28, 28]").value[0][1])
+        [1, 28, 28]
+    """
+    if node is None:
+        return None
+    constructor = _Constructor()
+    try:
+        return constructor.construct_document(node)
+    except (yaml.YAMLError, ValueError, TypeError) as err:
+        mark = getattr(err, "problem_mark", None) or (constructor.current or node).start_mark
+        problem = getattr(err, "problem", None) or str(err)
+        raise YAMLInputError(f"not a value YAML can build: {shorten(problem, 120)[1:-1]}", path, _line(mark)) from None
+
+
+def load_yaml(text: str, path: str = "<string>"):
+    """YAML text -> Python values: the one YAML reader of convkit (safe, bounded; see `compose_yaml`).
+
+    Args:
+        text: the YAML text.
+        path: the file's name, for messages.
+
+    Returns:
+        The document's value (None for an empty document).
+
+    Raises:
+        YAMLInputError: invalid YAML, a tag other than the plain types, nesting or aliases beyond the bounds;
+            the message names ``path`` and the line.
+
+    Example:
+        >>> load_yaml("epochs: 3\\nbase: &b {lr: 0.1}\\nagain: *b")
+        {'epochs': 3, 'base': {'lr': 0.1}, 'again': {'lr': 0.1}}
+        >>> load_yaml("lr: 0.1\\nloop: &a [*a]", "recipe.yaml")
+        Traceback (most recent call last):
+        ...
+        convkit.utils.YAMLInputError: recipe.yaml:2: the alias *a refers to a collection that contains it (a recursive structure)
+    """
+    return yaml_value(compose_yaml(text, path), path)

@@ -20,10 +20,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 
-import yaml
-
 from convkit.errors import ConvkitError
-from convkit.utils import shorten
+from convkit.utils import YAMLInputError, load_yaml, shorten
 
 __all__ = [
     "FORMATTER", "USER_ERRORS", "CLIError", "add_json", "add_model_arguments", "build_model", "int_at_least",
@@ -62,13 +60,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x224x224, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x224x224, got {shorten(text)}")
     return shape
 
 
 def key_values(text: str) -> dict:
     """``'a=1,b=true,c=[1,2]'`` -> ``{'a': 1, 'b': True, 'c': [1, 2]}``: values read as YAML, dashes in keys
-    read as underscores (the parser of ``--augment`` and ``--model-arg``).
+    read as underscores (the parser of ``--augment`` and ``--model-arg``). Values are read by the one YAML
+    reader (`convkit.utils.load_yaml`: plain types, bounded aliases); a bad one is a usage error naming its item.
 
     Example:
         >>> key_values("crop_padding=4,horizontal-flip=true,widths=[16,32]")
@@ -81,11 +80,16 @@ def key_values(text: str) -> dict:
             if item.strip():
                 key, sep, value = item.partition("=")
                 if not sep:
-                    raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
-                out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+                    raise argparse.ArgumentTypeError(f"expected key=value, got {shorten(item)}")
+                try:
+                    out[key.strip().replace("-", "_")] = load_yaml(value, key.strip()) if value.strip() else None
+                except YAMLInputError as err:
+                    raise argparse.ArgumentTypeError(f"{shorten(item.strip())}: {err.problem}") from None
             item = ""
         else:
             item += ch
+    if depth != 0 or item:  # an unclosed [ or {, or a ] too many: never drop what was given
+        raise argparse.ArgumentTypeError(f"unbalanced brackets in {shorten(text)}")
     return out
 
 

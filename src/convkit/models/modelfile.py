@@ -50,6 +50,7 @@ from convkit import layers as L
 from convkit.errors import ConvkitError
 from convkit.layers.shapes import ShapeError
 from convkit.models.sequential import Sequential
+from convkit.utils import YAMLInputError, compose_yaml, shorten, yaml_value
 
 __all__ = ["ModelFileError", "load_model_file", "parse_model_file"]
 
@@ -69,6 +70,7 @@ class LayerSpec:
     line: int
     text: str
     activation: Any = field(default="default")
+    names: dict[str, str] = field(default_factory=dict)  # argument -> the key the file wrote (filters: planes)
 
 
 WEIGHT_KINDS = {"conv", "fc", "residual", "bottleneck", "inception", "mlpconv", "deconv"}
@@ -123,6 +125,11 @@ COMPACT = [
 ]
 COMPACT_WORDS = {"lrn": "lrn", "gap": "gap", "global-avgpool": "gap", "gmp": "gmp", "global-maxpool": "gmp",
                  "soft-max": "softmax", "softmax": "softmax", "bn": "bn", "batchnorm": "bn", "flatten": "flatten"}
+# Sizes: whole numbers of at least 1 (or lists of them, e.g. kernel: [3, 5]); padding and num_mlp may be 0.
+SIZE_ARGUMENTS = {"filters", "kernel_size", "stride", "dilation", "groups", "units", "pool_size", "planes",
+                  "base_width", "size", "mlp_filters", "ch1x1", "ch3x3red", "ch3x3", "ch5x5red", "ch5x5",
+                  "pool_proj"}
+COUNT_ARGUMENTS = {"padding", "output_padding", "num_mlp"}
 EXAMPLES = "conv3-64, conv7-64/2, FC-4096, maxpool, maxpool3/2, avgpool, gap, LRN, dropout, bn, soft-max, relu, residual-128/2, bottleneck-64"
 
 
@@ -153,7 +160,7 @@ def _parse_compact(token: str, line: int, path: str) -> LayerSpec:
     words = [*COMPACT_WORDS, *KIND_ALIASES, "maxpool", "avgpool", "sumpool", "fc-4096", "conv3-64", *L.ACTIVATIONS]
     close = difflib.get_close_matches(word, words, n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
-    raise ModelFileError(f"unknown layer {text!r}{hint}; expected one of: {EXAMPLES}, or a long form "
+    raise ModelFileError(f"unknown layer {shorten(text)}{hint}; expected one of: {EXAMPLES}, or a long form "
                          f"such as 'conv: {{filters: 96, kernel: 11, stride: 4}}'", path, line)
 
 
@@ -163,16 +170,18 @@ def _parse_long(node: yaml.MappingNode, path: str) -> LayerSpec:
         raise ModelFileError("a long-form layer is a mapping with one key, the layer's kind, e.g. "
                              "'conv: {filters: 64, kernel: 3}'", path, line)
     key_node, value_node = node.value[0]
+    if not isinstance(key_node, yaml.ScalarNode):
+        raise ModelFileError("a long-form layer's key is the layer's kind, a name such as 'conv'", path, line)
     name = str(key_node.value).strip().lower()
     kind = KIND_ALIASES.get(name)
-    value = yaml.safe_load(yaml.serialize(value_node)) if value_node is not None else None
-    text = f"{key_node.value}: {value}"
+    value = _value(value_node, path)
+    text = f"{key_node.value}: {shorten(value)}"
     if kind is None:
         if name in L.ACTIVATIONS:
             return LayerSpec("activation", {"name": name}, line, text)
         close = difflib.get_close_matches(name, list(KIND_ALIASES), n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ModelFileError(f"unknown layer kind {key_node.value!r}{hint}; expected one of "
+        raise ModelFileError(f"unknown layer kind {shorten(key_node.value)}{hint}; expected one of "
                              f"{', '.join(sorted(set(KIND_ALIASES.values())))}", path, line)
     if kind == "activation":
         return LayerSpec(kind, {"name": str(value)}, line, text)
@@ -189,7 +198,7 @@ def _parse_long(node: yaml.MappingNode, path: str) -> LayerSpec:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise ModelFileError(f"{kind} takes a mapping of arguments, got {value!r}", path, line)
+        raise ModelFileError(f"{kind} takes a mapping of arguments, got {shorten(value)}", path, line)
     allowed = ARGUMENTS[kind]
     args: dict[str, Any] = {}
     for raw_key, arg in value.items():
@@ -197,13 +206,14 @@ def _parse_long(node: yaml.MappingNode, path: str) -> LayerSpec:
         if key not in allowed and kind == "inception":
             key = {"3x3red": "3x3reduce", "5x5red": "5x5reduce"}.get(key, key)
         if key not in allowed:
-            raise ModelFileError(f"{kind} has no argument {raw_key!r}; it takes {', '.join(sorted(allowed))}",
+            raise ModelFileError(f"{kind} has no argument {shorten(raw_key)}; it takes {', '.join(sorted(allowed))}",
                                  path, line)
         args[allowed[key]] = arg
     missing = [a for a in REQUIRED.get(kind, []) if a not in args]
     if missing:
         raise ModelFileError(f"{kind} needs {', '.join(missing)}", path, line)
-    spec = LayerSpec(kind, args, line, text)
+    names = {allowed[str(k).lower()]: str(k) for k in value if str(k).lower() in allowed}
+    spec = LayerSpec(kind, args, line, text, names=names)
     if "activation" in args:
         activation = args.pop("activation")
         spec.activation = None if activation in (None, "none", "linear") else activation
@@ -222,9 +232,32 @@ def _parse_input(value: Any, path: str, line: int) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise ModelFileError(f"input must be C x H x W, e.g. 'input: 3x224x224' or [3, 224, 224]; got {value!r}",
+        raise ModelFileError(f"input must be C x H x W, e.g. 'input: 3x224x224' or [3, 224, 224]; got {shorten(value)}",
                              path, line)
     return shape  # type: ignore[return-value]
+
+
+def _value(node: yaml.Node | None, path: str):
+    """A node's Python value (`convkit.utils.yaml_value`), its errors as ModelFileErrors."""
+    try:
+        return yaml_value(node, path)
+    except YAMLInputError as err:
+        raise ModelFileError(err.problem, path, err.line) from None
+
+
+def _check_sizes(spec: LayerSpec, path: str) -> None:
+    """Refuses a size below 1 (a count below 0) before any layer is made: torch would fail on it with a
+    traceback, or make an empty layer."""
+    for arg, value in spec.args.items():
+        least = 1 if arg in SIZE_ARGUMENTS else 0 if arg in COUNT_ARGUMENTS else None
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if least is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers):
+            continue  # other types: the layer's own check names them
+        if any(v < least for v in numbers):
+            what = "a whole number of at least 1" if least else "a whole number, 0 or more"
+            name = spec.names.get(arg) or {"planes": "filters", "pool_size": "size"}.get(arg, arg)
+            raise ModelFileError(f"{shorten(spec.text)}: {name} must be {what}, got {shorten(value)}", path,
+                                 spec.line)
 
 
 def _make_layer(spec: LayerSpec, spatial: bool):
@@ -278,23 +311,21 @@ def parse_model_file(text: str, path: str = "<string>", num_classes: int | None 
     (10,)
     """
     try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ModelFileError(f"not valid YAML: {getattr(err, 'problem', err)}", path,
-                             mark.line + 1 if mark else None) from None
+        root = compose_yaml(text, path)  # bounded: tags, nesting and aliases checked (file and line named)
+    except YAMLInputError as err:
+        raise ModelFileError(err.problem, path, err.line) from None
     if not isinstance(root, yaml.MappingNode):
         raise ModelFileError("a model file is a mapping with 'input:' and 'layers:' keys", path, 1)
     top = {str(k.value): v for k, v in root.value}
     unknown = set(top) - {"name", "input", "layers", "description", "num_classes"}
     if unknown:
         key = next(k for k, _ in root.value if k.value in unknown)
-        raise ModelFileError(f"unknown key {key.value!r}; a model file has name, description, input, layers",
+        raise ModelFileError(f"unknown key {shorten(key.value)}; a model file has name, description, input, layers",
                              path, key.start_mark.line + 1)
     for required in ("input", "layers"):
         if required not in top:
             raise ModelFileError(f"missing '{required}:'", path, 1)
-    input_shape = _parse_input(yaml.safe_load(yaml.serialize(top["input"])), path, top["input"].start_mark.line + 1)
+    input_shape = _parse_input(_value(top["input"], path), path, top["input"].start_mark.line + 1)
     layers_node = top["layers"]
     if not isinstance(layers_node, yaml.SequenceNode) or not layers_node.value:
         raise ModelFileError("'layers:' must be a non-empty list, one layer per item", path,
@@ -326,10 +357,11 @@ def _build(specs, input_shape, path, num_classes, in_channels, top) -> Sequentia
         input_shape = (in_channels, *input_shape[1:])
     modules, spatial = [], True
     for spec in specs:
+        _check_sizes(spec, path)
         try:
             modules.append(_make_layer(spec, spatial))
-        except (TypeError, ValueError) as err:
-            raise ModelFileError(f"{spec.text!r}: {err}", path, spec.line) from None
+        except (TypeError, ValueError, RuntimeError) as err:  # torch's RuntimeError: a size it cannot make
+            raise ModelFileError(f"{shorten(spec.text)}: {str(err)[:300]}", path, spec.line) from None
         if spec.kind in ("fc", "gap", "gmp", "flatten"):
             spatial = False
     name_node = top.get("name")

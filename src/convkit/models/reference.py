@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from convkit.errors import ConvkitError
 from convkit.models.weights import (
     FORMAT,
     CheckpointError,
@@ -39,14 +40,15 @@ from convkit.models.weights import (
 )
 from convkit.utils import shorten
 
-__all__ = ["Checkpoint", "ModelCfg", "build_from_spec", "load_checkpoint", "model_cfg", "model_spec",
-           "resolve_model"]
+__all__ = ["MAX_PARAMETERS", "Checkpoint", "ModelCfg", "ModelTooLargeError", "build_from_spec", "check_model_size",
+           "load_checkpoint", "model_cfg", "model_spec", "resolve_model"]
 
 # Untrained models have seen no data, so no statistics are theirs: 0.5/0.5 maps pixels 0..255 onto -1..1,
 # centred like a trained model's input, and claims no dataset (ImageNet's would).
 UNTRAINED_MEAN = 0.5
 UNTRAINED_STD = 0.5
 MODEL_FILE_SUFFIXES = (".yaml", ".yml")
+MAX_PARAMETERS = 2**31  # the most parameters convkit builds real weights for (8 GiB as float32)
 
 
 @dataclass
@@ -162,17 +164,90 @@ def build_from_spec(spec: dict, meta: bool = False) -> nn.Module:
     from convkit.models.modelfile import parse_model_file
 
     kind = spec.get("kind") if isinstance(spec, dict) else None
-    with _meta_building() if meta else contextlib.nullcontext():
-        if kind == "zoo":
-            return build_zoo_model(spec["name"], num_classes=spec.get("num_classes"),
-                                   in_channels=spec.get("in_channels"), **spec.get("kwargs", {}))
-        if kind == "file":
-            return parse_model_file(spec["text"], spec.get("path", "<checkpoint>"),
-                                    num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"))
+    if kind == "zoo":
+        return _sized(lambda: build_zoo_model(spec["name"], num_classes=spec.get("num_classes"),
+                                              in_channels=spec.get("in_channels"), **spec.get("kwargs", {})),
+                      str(spec["name"]), meta)
+    if kind == "file":
+        path = spec.get("path", "<checkpoint>")
+        return _sized(lambda: parse_model_file(spec["text"], path, num_classes=spec.get("num_classes"),
+                                               in_channels=spec.get("in_channels")), str(path), meta)
     if kind == "python":
         raise CheckpointError(f"the checkpoint's model ({spec.get('class', 'a Python module')}) was built in "
                               "Python; pass model= (an instance of the same architecture) to load its weights")
     raise CheckpointError(f"the checkpoint's model spec is not one convkit can rebuild: {str(spec)[:200]}")
+
+
+class ModelTooLargeError(ValueError, ConvkitError):
+    """A model too large to build real weights for (more than `MAX_PARAMETERS`, or than the memory); the
+    message names the model and its parameter count."""
+
+
+def check_model_size(module: nn.Module, name: str) -> None:
+    """Refuses a model whose real weights would not fit: more than `MAX_PARAMETERS` parameters, or more bytes
+    than the memory this process may use. Count on a model built on the meta device, before building it.
+
+    Args:
+        module: the model (on the meta device: nothing allocated).
+        name: the model's name, for the message.
+
+    Raises:
+        ModelTooLargeError: too large; the message names the model, its parameter count and the bound.
+
+    Example:
+        >>> check_model_size(resolve_model("lenet5", meta=True), "lenet5")    # 61,706 parameters: fine
+        >>> with torch.device("meta"):
+        ...     huge = nn.Linear(100_000, 100_000)
+        >>> check_model_size(huge, "huge")
+        Traceback (most recent call last):
+        ...
+        convkit.models.reference.ModelTooLargeError: huge: 10,000,100,000 parameters (37.3 GiB as float32): convkit builds at most ...
+    """
+    from convkit.utils import format_bytes
+
+    tensors = [*module.parameters(), *module.buffers()]
+    count = sum(t.numel() for t in module.parameters())
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    memory = _memory_bytes()
+    if count > MAX_PARAMETERS or (memory is not None and size > memory):
+        bound = (f"convkit builds at most {MAX_PARAMETERS:,} parameters" if count > MAX_PARAMETERS else
+                 f"this exceeds the memory available ({format_bytes(memory)})")
+        raise ModelTooLargeError(f"{name}: {count:,} parameters ({format_bytes(size)} as "
+                                 f"{str(tensors[0].dtype).removeprefix('torch.')}): {bound}; `convkit summary` "
+                                 "inspects it without building its weights")
+
+
+def _memory_bytes() -> int | None:
+    """The memory this process may use: the machine's, or less under an address-space limit (None: unknown)."""
+    sizes = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            sizes.append(soft)
+    return min(sizes) if sizes else None
+
+
+def _sized(build: Callable[[], nn.Module], name: str, meta: bool) -> nn.Module:
+    """``build()`` on the meta device; unless ``meta``, counted there (`check_model_size`), then built for real.
+
+    A model whose layers need real tensors at build time (the meta build fails otherwise than on its input)
+    is built for real without the count."""
+    try:
+        with _meta_building():
+            shell = build()
+    except (FileNotFoundError, ValueError, ConvkitError):
+        raise
+    except Exception:
+        shell = None
+    if shell is not None:
+        if meta:
+            return shell
+        check_model_size(shell, name)
+    return build()
 
 
 @contextlib.contextmanager
@@ -301,8 +376,7 @@ def _from_zoo(name: str, given: dict, input_shape, meta: bool, device) -> nn.Mod
     from convkit.models._registry import build_zoo_model, model_info
 
     info = model_info(name)  # UnknownModelError with close names
-    with _meta_building() if meta else contextlib.nullcontext():
-        module = build_zoo_model(info.name, **given)
+    module = _sized(lambda: build_zoo_model(info.name, **given), info.name, meta)
     default = (int(given.get("in_channels") or info.input_size[0]), *info.input_size[1:])
     kwargs = {k: v for k, v in given.items() if k not in ("num_classes", "in_channels")}
     spec = model_spec(info.name, given.get("num_classes"), given.get("in_channels"), **kwargs)
@@ -315,17 +389,7 @@ def _from_zoo(name: str, given: dict, input_shape, meta: bool, device) -> nn.Mod
 def _from_file(path: Path, given: dict, input_shape, meta: bool, device) -> nn.Module:
     from convkit.models.modelfile import load_model_file
 
-    module = None
-    if meta:
-        try:
-            with _meta_building():
-                module = load_model_file(path, **given)
-        except (FileNotFoundError, ValueError):
-            raise
-        except Exception:  # a model file whose layers need real tensors at build time
-            module = None
-    if module is None:
-        module = load_model_file(path, **given)
+    module = _sized(lambda: load_model_file(path, **given), str(path), meta)
     kwargs = {k: v for k, v in given.items() if k not in ("num_classes", "in_channels")}
     spec = model_spec(path, given.get("num_classes"), given.get("in_channels"), **kwargs)
     shape = input_shape or getattr(module, "input_shape", None)

@@ -35,7 +35,7 @@ import yaml
 from convkit.errors import ConvkitError
 from convkit.layers.shapes import format_pair, format_shape
 from convkit.train.runfolder import read_metrics
-from convkit.utils import atomic_write_text
+from convkit.utils import YAMLInputError, atomic_write_text, load_yaml
 
 __all__ = ["ReportError", "build_report"]
 
@@ -138,12 +138,13 @@ def _read_config(run: _Run) -> dict:
     if path.is_file():
         text = path.read_text(encoding="utf-8")
         try:
-            config = yaml.safe_load(text)
+            config = load_yaml(text, str(path))  # the one reader: plain types, bounded aliases
             if isinstance(config, dict):
                 return config
-        except yaml.YAMLError:
-            pass
-        run.notes.append("config.yaml is not a YAML mapping; the config shown is the checkpoint's copy.")
+            problem = "is not a YAML mapping"
+        except YAMLInputError as err:
+            problem = f"cannot be read ({str(err)[:200]})"
+        run.notes.append(f"config.yaml {problem}; the config shown is the checkpoint's copy.")
     else:
         run.notes.append(f"config.yaml is missing; the config shown is the copy in {run.checkpoint_name}.")
     return dict(run.ckpt.meta.get("config") or {})

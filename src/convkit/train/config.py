@@ -21,7 +21,7 @@ import yaml
 
 from convkit.data.augment import AugmentConfig
 from convkit.errors import ConvkitError
-from convkit.utils import shorten
+from convkit.utils import YAMLInputError, compose_yaml, load_yaml, shorten, yaml_value
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -69,7 +69,18 @@ def opt(default: Any, *, help: str, group: str, choices: Sequence | None = None,
 
 
 class ConfigError(ValueError, ConvkitError):
-    """A config value of the wrong type or outside its range; the message names the field."""
+    """A config value of the wrong type or outside its range; the message names the field, and ``field`` holds
+    its name (None when no one field is at fault), so a config file's error can name the field's line.
+
+    Example:
+        >>> err = ConfigError("lr must be positive, got -1", field="lr")
+        >>> err.field, str(err)
+        ('lr', 'lr must be positive, got -1')
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 # The least value of each numeric field (None fields may stay None); the words say what the edge means.
@@ -100,7 +111,7 @@ def _check_type(name: str, value, annotation: str) -> None:
         if isinstance(value, kind):
             return
     wanted = " or ".join("null" if o == "None" else "a number" if o == "float" else o for o in options)
-    raise ConfigError(f"{name} must be {wanted}, got {str(value)[:80]!r} ({type(value).__name__})")
+    raise ConfigError(f"{name} must be {wanted}, got {shorten(value)} ({type(value).__name__})", name)
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # the devices training and inference run on
@@ -348,34 +359,41 @@ class TrainConfig:
             _check_type(f.name, value, f.type)
             allowed = f.metadata.get("choices")  # the choices the command line offers too (see `opt`)
             if allowed is not None and value not in allowed:
-                raise ConfigError(f"{f.name} must be one of {', '.join(allowed)}, got {value!r}")
+                raise ConfigError(f"{f.name} must be one of {', '.join(allowed)}, got {shorten(value)}", f.name)
             low = _AT_LEAST.get(f.name)
             if low is not None and value is not None and not value >= low:  # `not >=`: NaN fails too
-                raise ConfigError(f"{f.name} must be at least {low}{_MEANING.get(f.name, '')}, got {value}")
+                raise ConfigError(f"{f.name} must be at least {low}{_MEANING.get(f.name, '')}, got {value}", f.name)
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}", "lr")
         if not self.gamma > 0:
-            raise ConfigError(f"gamma must be positive, got {self.gamma}")
+            raise ConfigError(f"gamma must be positive, got {self.gamma}", "gamma")
         for name in ("momentum", "label_smoothing", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must lie in [0, 1){' (0: off)' if name == 'ema' else ''}, got "
-                                  f"{getattr(self, name)}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
-        self.augment_config()  # unknown augmentation names and values out of range fail here, before any work
+                                  f"{getattr(self, name)}", name)
+        numbers = all(isinstance(b, int | float) and not isinstance(b, bool) for b in self.betas)
+        if len(self.betas) != 2 or not numbers or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {shorten(list(self.betas))}", "betas")
+        try:
+            self.augment_config()  # unknown augmentation names and bad values fail here, before any work
+        except ConvkitError:  # AugmentError names --augment's field itself
+            raise
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"augment: {str(err)[:300]}", "augment") from None
         parse_device(self.device)  # the spelling only: a GPU run's config is still read on a machine without one
         check_compile_backend(self.compile)
         from convkit.train.task import list_tasks  # the registry: tasks register themselves by name
 
         if self.task not in list_tasks():
-            raise ConfigError(f"task must be one of {', '.join(list_tasks())}, got {self.task!r}")
+            raise ConfigError(f"task must be one of {', '.join(list_tasks())}, got {shorten(self.task)}", "task")
 
     def augment_config(self) -> AugmentConfig:
         """The `augment` mapping as an `AugmentConfig` (raises ValueError on an unknown name)."""
         known = {f.name for f in fields(AugmentConfig)}
         unknown = set(self.augment) - known
         if unknown:
-            raise ValueError(f"unknown augmentation {sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown augmentation {shorten(sorted(map(str, unknown))[0])}; known: "
+                              f"{', '.join(sorted(known))}", "augment")
         return AugmentConfig(**self.augment)
 
     def to_dict(self) -> dict:
@@ -403,8 +421,8 @@ class TrainConfig:
                 lines[i] = f"{line}  # {helps[line.partition(':')[0]]}"
         commented = "\n".join(lines) + "\n"
         try:
-            same = yaml.safe_load(commented) == data
-        except yaml.YAMLError:
+            same = load_yaml(commented) == data
+        except YAMLInputError:
             same = False
         text = "# convkit training config: `convkit train --config THIS_FILE` repeats the run\n"
         text += commented if same else plain
@@ -419,39 +437,101 @@ class TrainConfig:
         """Builds a config from a mapping; an unknown key is an error that suggests the closest known one.
 
         Raises:
-            ValueError: an unknown key or an invalid value.
+            ConfigError: an unknown key or an invalid value (a ValueError).
         """
         names = [f.name for f in fields(cls)]
         for key in d:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"unknown config key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+                close = difflib.get_close_matches(str(key), names, n=1)
+                raise ConfigError(f"unknown config key {shorten(key)}" +
+                                  (f"; did you mean {close[0]!r}?" if close else ""), key)
         return cls(**d)
 
     @classmethod
     def from_yaml(cls, text_or_path: str | os.PathLike) -> TrainConfig:
         """Reads a config from YAML text or a YAML file (as written by `to_yaml`).
 
+        Raises:
+            ConfigError: invalid YAML, a tag, an unknown key or a bad value; the message names the file and the
+                line (of the field at fault).
+
         Example:
             >>> TrainConfig.from_yaml("epochs: 3\\nlr: 0.01\\n").lr      # text; or a run's config.yaml
             0.01
+            >>> TrainConfig.from_yaml("epochs: 3\\nlr: abc\\n")
+            Traceback (most recent call last):
+            ...
+            convkit.train.config.ConfigError: config:2: lr must be a number, got 'abc' (str)
         """
         text, where = str(text_or_path), "config"
         if "\n" not in text and Path(text).is_file():
             text, where = Path(text).read_text(encoding="utf-8"), text
         try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{where}{line}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+            root = compose_yaml(text, where)  # bounded: aliases, nesting and tags checked
+            data = yaml_value(root, where)
+        except YAMLInputError as err:
+            raise ConfigError(str(err)) from None
+        data = {} if data is None else data
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: a config is a mapping of option: value, got {type(data).__name__}")
+        lines = {yaml_value(k, where): k.start_mark.line + 1 for k, _ in root.value} if root is not None else {}
         try:
             return cls.from_dict(data)
         except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
+            line = lines.get(err.field) if err.field is not None else None
+            raise ConfigError(f"{where}{f':{line}' if line else ''}: {err}", err.field) from None
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (unknown names refused as in `from_dict`)."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def edited_config(run_config: dict, path: str | os.PathLike) -> str | None:
+    """What an edited ``config.yaml`` of a run would change on ``--resume``, as a warning; None if nothing.
+
+    A resumed run keeps the config saved in its checkpoint (an exact resume needs it), so edits to the run
+    folder's config.yaml are not used; this says which values differ (the run's value, then the file's) and
+    that the run's win.
+
+    Args:
+        run_config: the config saved with the run (the checkpoint's ``meta["config"]``).
+        path: the run folder's config.yaml (a missing file: None).
+
+    Returns:
+        The warning's text, or None when the file says what the run says.
+
+    Example:
+        >>> _ = TrainConfig(epochs=3, lr=0.01).to_yaml("config.yaml")
+        >>> _ = Path("config.yaml").write_text(Path("config.yaml").read_text().replace("lr: 0.01", "lr: 0.1"))
+        >>> print(edited_config(TrainConfig(epochs=3, lr=0.01).to_dict(), "config.yaml"))
+        config.yaml differs from the run's own config: lr: 0.01 (run) vs 0.1 (file); resuming with the run's values (an exact resume needs them; quiet, log_every and workers may be given on the command line); to train with the file's, start a new run: convkit train --config config.yaml --name NEW_NAME
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    run = TrainConfig.from_dict(run_config).to_dict()
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (YAMLInputError, OSError, UnicodeDecodeError) as err:
+        return f"{path} cannot be read ({str(err)[:200]}); resuming with the run's own config"
+    if not isinstance(data, dict):
+        return f"{path} is not a mapping of option: value; resuming with the run's own config"
+    changes = [f"{shorten(key)[1:-1] if isinstance(key, str) else shorten(key)}: not a config key" for key in data
+               if key not in run]
+    changes += [f"{name}: {shorten(value)} (run) vs {shorten(data[name])} (file)" for name, value in run.items()
+                if name in data and _differ(value, data[name])]
+    if not changes:
+        return None
+    shown = "; ".join(changes[:20]) + (f"; and {len(changes) - 20} more" if len(changes) > 20 else "")
+    return (f"{path} differs from the run's own config: {shown}; resuming with the run's values (an exact resume "
+            "needs them; quiet, log_every and workers may be given on the command line); to train with the file's, "
+            f"start a new run: convkit train --config {path} --name NEW_NAME")
+
+
+def _differ(run_value, file_value) -> bool:
+    """Whether a file's value differs from the run's (lists and tuples alike; 1 and 1.0 alike, True and 1 not)."""
+    if isinstance(run_value, bool) or isinstance(file_value, bool):
+        return type(run_value) is not type(file_value) or run_value != file_value
+    if isinstance(run_value, (list, tuple)) and isinstance(file_value, (list, tuple)):
+        return len(run_value) != len(file_value) or any(_differ(a, b) for a, b in zip(run_value, file_value))
+    return run_value != file_value

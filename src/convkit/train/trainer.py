@@ -41,7 +41,7 @@ from convkit.errors import ConvkitError
 from convkit.models.reference import ModelCfg, model_spec, resolve_model
 from convkit.models.weights import CheckpointError, load_state, save_state, save_tensors
 from convkit.train import distributed as D
-from convkit.train.config import TrainConfig, check_device
+from convkit.train.config import TrainConfig, check_device, edited_config
 from convkit.train.lr_finder import LRFinderResult, lr_sweep
 from convkit.train.runfolder import check_run_name, never_saved, new_run_dir, remove_orphans, write_metrics
 from convkit.train.schedule import WeightEMA, build_optimizer, build_scheduler
@@ -282,6 +282,9 @@ class Trainer:
             raise CheckpointError(f"{file}: damaged: its training state lacks {', '.join(lacking)}")
         self.config = TrainConfig.from_dict({**meta["config"], **overrides})
         self.run_dir = file.parent
+        edited = edited_config(meta["config"], file.parent / "config.yaml")  # the run's values win; say so
+        if edited and os.environ.get("RANK", "0") == "0":
+            print(f"convkit: warning: {edited}", file=sys.stderr, flush=True)
         return state, meta
 
     def _place(self, meta: dict | None) -> None:
