@@ -156,10 +156,11 @@ def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as err:
         raise DataFormatError(f"{path}: cannot open ({err.strerror or err})") from None
+    what = _not_regular(os.fstat(fd).st_mode)  # of the file opened: no race with a rename
+    if what:
+        os.close(fd)
+        raise DataFormatError(f"{path}: {what}, not an image file; skipped")
     with os.fdopen(fd, "rb") as f:
-        what = _not_regular(os.fstat(fd).st_mode)
-        if what:
-            raise DataFormatError(f"{path}: {what}, not an image file; skipped")
         try:
             img = Image.open(f)
         except Image.UnidentifiedImageError:
