@@ -9,7 +9,7 @@ from PIL import Image
 from test_train_resume import weights
 
 from convkit.cli.main import _parser
-from convkit.data import DataFormatError, ImageFileDataset, ImageTensorDataset, load_dataset
+from convkit.data import ImageFileDataset, ImageTensorDataset, load_dataset
 from convkit.data.tensor import epoch_permutation
 from convkit.train import Trainer, evaluate, load_checkpoint
 from convkit.train import trainer as trainer_module

@@ -112,8 +112,8 @@ def check_image_file(path: str | os.PathLike) -> Path:
     """
     try:
         what = _not_regular(os.stat(path).st_mode)
-    except OSError as err:
-        raise DataFormatError(f"{path}: cannot read ({err.strerror or err})") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path (a CSV can hold one)
+        raise DataFormatError(f"{shorten(str(path))}: cannot read ({getattr(err, 'strerror', None) or err})") from None
     if what:
         raise DataFormatError(f"{path}: {what}, not an image file; skipped")
     return Path(path)
@@ -154,8 +154,8 @@ def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
     """
     try:  # O_NONBLOCK: opening a FIFO returns at once (it does not change reads of a regular file)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as err:
-        raise DataFormatError(f"{path}: cannot open ({err.strerror or err})") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path (a CSV can hold one)
+        raise DataFormatError(f"{shorten(str(path))}: cannot open ({getattr(err, 'strerror', None) or err})") from None
     what = _not_regular(os.fstat(fd).st_mode)  # of the file opened: no race with a rename
     if what:
         os.close(fd)
