@@ -9,7 +9,7 @@ from PIL import Image
 from test_train_resume import weights
 
 from convkit.cli.main import _parser
-from convkit.data import DataFormatError, ImageFileDataset, ImageTensorDataset, load_dataset
+from convkit.data import ImageFileDataset, ImageTensorDataset, load_dataset
 from convkit.data.tensor import epoch_permutation
 from convkit.train import Trainer, evaluate, load_checkpoint
 from convkit.train import trainer as trainer_module
@@ -147,14 +147,21 @@ def test_cli_stream_and_workers_options(folder, tmp_path, capsys):
     assert args.stream is False and "workers" not in args  # left out: the config's value stands
 
 
-@pytest.mark.filterwarnings("ignore:.*could not be read")  # the statistics' sample skips it, with a warning
-def test_a_corrupt_file_is_named_even_from_a_worker(folder, tmp_path):
+def test_a_corrupt_file_is_named_even_from_a_worker_and_left_out_of_its_batch(folder, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
-    (broken / "c3" / "zz-corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a picture")
-    stream = load_dataset(broken, memory_budget=0).to("cpu", workers=2)
-    with pytest.raises(DataFormatError, match=r"zz-corrupt\.png: cannot decode image") as caught:
-        list(stream.batches(50, seed=0))
-    assert "Traceback" not in str(caught.value)  # the file's message, not a worker's traceback dump
-    with pytest.raises(DataFormatError, match=r"zz-corrupt\.png"):
-        Trainer(data=str(broken), runs_dir=str(tmp_path), stream=True, workers=2, **RECIPE).fit()
+    (broken / "c3" / "zz-corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a picture")  # no header
+    whole = (broken / "c3" / sorted((broken / "c3").iterdir())[0].name).read_bytes()
+    (broken / "c3" / "zz-truncated.png").write_bytes(whole[:len(whole) // 2])  # a header, half the pixels
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that could not be read:\n  .*zz-corrupt\.png"):
+        stream = load_dataset(broken, memory_budget=0).to("cpu", workers=2)
+    assert len(stream) == 201  # the header-less file is left out before the epoch order is drawn
+    with pytest.warns(UserWarning) as record:
+        served = [list(stream.batches(50, seed=0, epoch=e)) for e in range(2)]
+    messages = [str(w.message) for w in record if "zz-truncated.png" in str(w.message)]
+    assert len(messages) == 1 and "zz-truncated.png: cannot decode image" in messages[0]  # once, by path
+    assert "Traceback" not in messages[0]  # the file's message, not a worker's traceback dump
+    assert [sum(len(y) for _, y in epoch) for epoch in served] == [200, 200]  # its batch is one smaller
+    with pytest.warns(UserWarning, match=r"zz-truncated\.png"):
+        result = Trainer(data=str(broken), runs_dir=str(tmp_path), stream=True, workers=2, **RECIPE).fit()
+    assert result.stopped == "completed"

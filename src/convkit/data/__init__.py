@@ -48,13 +48,23 @@ from convkit.data.default import DEFAULT_NAME, load_default
 from convkit.data.download import download, extract_tar, file_digest
 from convkit.data.errors import DataFormatError, DatasetNotFoundError, DownloadError, LabelError
 from convkit.data.folder import (
+    MAX_IMAGE_PIXELS,
+    MAX_LABEL_NUMBER,
     MEMORY_BUDGET,
     ImageFileDataset,
+    ImageSurvey,
     StreamBatches,
+    check_image_file,
     decode_image,
     load_files,
+    open_image,
+    parse_classes,
+    read_class_list,
     read_csv,
+    read_header,
+    report_skipped,
     scan_folder,
+    survey_images,
 )
 from convkit.data.idx import find_idx_pair, load_idx_pair, read_idx, write_idx
 from convkit.data.named import ALIASES, REGISTRY, NamedDataset, load_named, resolve_name
@@ -128,7 +138,7 @@ def _load_folder(path: Path, split: str, **options) -> ImageTensorDataset | Imag
 
 def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir: str | os.PathLike | None = None,
                  download: bool = False, *, channels: int | None = None, image_size: tuple[int, int] | None = None,
-                 classes: list[str] | None = None, memory_budget: int = MEMORY_BUDGET,
+                 classes: list[str] | str | None = None, memory_budget: int = MEMORY_BUDGET,
                  progress: bool = True) -> ImageTensorDataset | ImageFileDataset:
     """Loads a dataset by name or path: in memory as uint8 (N, C, H, W), or streaming if too large.
 
@@ -142,9 +152,11 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
         split: "train" or "test".
         data_dir: where named datasets are looked for first and downloaded to.
         download: download a named dataset that is not found.
-        channels: for image files: 1, 3 or 4 (None: 1 if the first image is grayscale, else 3).
+        channels: for image files: 1, 3 or 4 (None: the majority's, from the files' headers).
         image_size: for image files: (height, width) to resize to (None: all must share one size).
-        classes: for CSVs: class names in label order.
+        classes: class names in label order (a list, "cat,dog", or a file of one name a line): a CSV's labels
+            must be among them (without them, a `classes.txt` beside the CSV is read if there is one); other
+            data is matched to them by class name (see `match_classes`). None: the data's own classes.
         memory_budget: image files whose uint8 tensor would exceed this many bytes (default 2 GiB) are streamed
             instead (0: always stream folders and CSVs).
         progress: show download progress.
@@ -156,7 +168,7 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
         DatasetNotFoundError: no such dataset or path, or no such split; for named datasets the message
             says where to get the files and where to put them.
         DataFormatError: a damaged or unexpected file, named.
-        LabelError: a label outside the class range, naming the file.
+        LabelError: a label outside the class range, or not among `classes`, naming the file.
 
     Example:
         >>> train = load_dataset("fashion-mnist", "train", data_dir="data", download=True)  # doctest: +SKIP
@@ -168,6 +180,13 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    classes = parse_classes(classes)
+    dataset = _load(name_or_path, split, data_dir, download, progress, classes,
+                    {"channels": channels, "image_size": image_size, "memory_budget": memory_budget})
+    return dataset if classes is None else match_classes(dataset, classes)
+
+
+def _load(name_or_path, split, data_dir, download, progress, classes, options):
     if isinstance(name_or_path, str) and name_or_path.lower() in ("default", DEFAULT_NAME):
         return load_default(split)
     spec = resolve_name(name_or_path) if isinstance(name_or_path, str) else None
@@ -179,7 +198,6 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
         hint = f" Did you mean: {close[0]}?" if close else ""
         raise DatasetNotFoundError(f"{path}: no such file or folder, and not a dataset name "
                                    f"(known: {', '.join(list_datasets())}).{hint}")
-    options = {"channels": channels, "image_size": image_size, "memory_budget": memory_budget}
     if path.is_file() and path.suffix.lower() == ".csv":
         _whole_collection(path, split)
         samples, names, rows = read_csv(path, classes)
@@ -306,11 +324,12 @@ def load_eval_data(name_or_path: str | os.PathLike, split: str = "test",
 
 __all__ = [
     "AugmentConfig", "Augmenter", "DataFormatError", "DatasetNotFoundError", "DownloadError", "EpochBatches",
-    "ImageFileDataset", "ImageTensorDataset", "LabelError", "MEMORY_BUDGET", "NamedDataset", "REGISTRY",
-    "StreamBatches", "affine_matrix",
-    "channel_shift", "check_labels", "cutmix", "decode_image", "download", "extract_tar", "file_digest",
+    "ImageFileDataset", "ImageSurvey", "ImageTensorDataset", "LabelError", "MAX_IMAGE_PIXELS", "MAX_LABEL_NUMBER",
+    "MEMORY_BUDGET", "NamedDataset", "REGISTRY", "StreamBatches", "affine_matrix",
+    "channel_shift", "check_image_file", "check_labels", "cutmix", "decode_image", "download", "extract_tar", "file_digest",
     "find_idx_pair", "find_layout", "list_datasets", "load_cifar", "load_dataset", "load_default", "load_files",
     "load_eval_data", "load_idx_pair", "load_named", "match_classes", "mixed_cross_entropy", "mixup",
-    "random_affine", "random_crop", "random_erasing", "random_flip", "read_csv", "read_idx", "resolve_name",
-    "safe_unpickle", "scan_folder", "warp", "write_idx",
+    "open_image", "parse_classes", "random_affine", "random_crop", "random_erasing", "random_flip",
+    "read_class_list", "read_csv", "read_header", "read_idx", "report_skipped", "resolve_name",
+    "safe_unpickle", "scan_folder", "survey_images", "warp", "write_idx",
 ]

@@ -8,7 +8,8 @@ class DataFormatError(ValueError, ConvkitError):
 
 
 class LabelError(ValueError, ConvkitError):
-    """A label lies outside the class range; the message names the file that holds it."""
+    """A label lies outside the class range or the class list, or an image belongs to two classes; the message
+    names the file (and line) that holds it."""
 
 
 class DatasetNotFoundError(FileNotFoundError, ConvkitError):

@@ -230,6 +230,9 @@ class TrainConfig:
         data: a dataset name or path (see `convkit.data.load_dataset`); "default" is the shipped subset.
         data_dir: where named datasets are looked for.
         test_data: the evaluation set; None takes the test split of `data`.
+        classes: the class names in label order, "cat,dog" or a file of one name a line (e.g. classes.txt):
+            a CSV's labels must be among them, image folders are matched to them by name. None: the data's
+            own (folder names; a CSV's labels, or the classes.txt beside it).
         limit: train on the first `limit` training images only (quick trials, tests); None for all.
         test_limit: evaluate on the first `test_limit` test images only.
         stream: read image folders and CSVs from disk batch by batch, decoded by DataLoader workers, instead of
@@ -291,6 +294,9 @@ class TrainConfig:
                     help="dataset name or path (default: the shipped Fashion-MNIST subset)")
     data_dir: str | None = opt(None, group="data", help="where named datasets are looked for")
     test_data: str | None = opt(None, group="data", help="evaluation set (default: the test split of --data)")
+    classes: str | None = opt(None, group="data", metavar="NAMES|FILE",
+                              help="class names in label order: cat,dog or a file of one name a line "
+                              "(default: folder names, or a CSV's labels or its classes.txt)")
     limit: int | None = opt(None, group="data", metavar="N", help="train on the first N images only")
     test_limit: int | None = opt(None, group="data", metavar="N", help="evaluate on the first N test images only")
     stream: bool | None = opt(None, group="data", help="decode image folders/CSVs from disk in every batch "

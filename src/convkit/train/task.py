@@ -102,7 +102,7 @@ class Task:
         from convkit.train.trainer import load_split, load_test_data
 
         train = train_data if train_data is not None else load_split(config.data, "train", config.data_dir,
-                                                                     config.stream)
+                                                                     config.stream, config.classes)
         if test_data is not None:
             test = test_data
             if config.test_limit:

@@ -119,9 +119,10 @@ def _resume_file(path: str | os.PathLike) -> Path | None:
                             "checkpoint (`convkit train` writes one at every epoch end)?")
 
 
-def load_split(name: str, split: str, data_dir, stream: bool | None = None) -> Dataset:
+def load_split(name: str, split: str, data_dir, stream: bool | None = None, classes: str | None = None) -> Dataset:
     """A split in memory, or streamed from its files (config.stream: None beyond the budget, True always)."""
-    ds = load_dataset(name, split, data_dir, progress=False, memory_budget=0 if stream else MEMORY_BUDGET)
+    ds = load_dataset(name, split, data_dir, progress=False, memory_budget=0 if stream else MEMORY_BUDGET,
+                      classes=classes)
     if stream is False and isinstance(ds, ImageFileDataset):
         size = len(ds) * math.prod(ds.image_shape)
         raise ValueError(f"{name}: {len(ds):,} images of {'x'.join(map(str, ds.image_shape))} take "
@@ -150,7 +151,7 @@ def load_test_data(config: TrainConfig, train: Dataset | None = None) -> tuple[D
         DatasetNotFoundError: no such data.
     """
     def load(name, split):
-        return load_split(name, split, config.data_dir, config.stream)
+        return load_split(name, split, config.data_dir, config.stream, config.classes)
 
     name = config.test_data or config.data
     try:
