@@ -218,7 +218,7 @@ def check_model_size(module: nn.Module, name: str) -> None:
 
 
 def _memory_bytes() -> int | None:
-    """The memory this process may use: the machine's, or less under an address-space limit (None: unknown)."""
+    """The memory this process may use: the machine's, or what is left of an address-space limit (None: unknown)."""
     sizes = []
     with contextlib.suppress(ValueError, OSError, AttributeError):
         sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -226,8 +226,10 @@ def _memory_bytes() -> int | None:
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY:
-            sizes.append(soft)
+        if soft != resource.RLIM_INFINITY:  # what is left of it: torch alone maps gigabytes
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            sizes.append(max(soft - used, 0))
     return min(sizes) if sizes else None
 
 

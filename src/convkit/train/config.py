@@ -352,6 +352,11 @@ class TrainConfig:
         for name in ("model", "data", "data_dir", "test_data", "runs_dir"):  # Paths: YAML stores text
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
+        for name, kind, wanted in (("betas", (list, tuple), "two numbers"), ("model_kwargs", dict, "a mapping"),
+                                   ("augment", dict, "a mapping")):  # checked before they are converted
+            value = getattr(self, name)
+            if not (isinstance(value, kind) or (value is None and name != "betas")):
+                raise ConfigError(f"{name} must be {wanted}, got {shorten(value)} ({type(value).__name__})", name)
         self.betas = tuple(self.betas)
         self.model_kwargs = dict(self.model_kwargs or {})
         self.augment = dict(self.augment or {})
@@ -480,7 +485,8 @@ class TrainConfig:
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: a config is a mapping of option: value, got {type(data).__name__}")
-        lines = {yaml_value(k, where): k.start_mark.line + 1 for k, _ in root.value} if root is not None else {}
+        lines = ({yaml_value(k, where): k.start_mark.line + 1 for k, _ in root.value}
+                 if isinstance(root, yaml.MappingNode) else {})
         try:
             return cls.from_dict(data)
         except ConfigError as err:
