@@ -392,3 +392,39 @@ def test_written_files_follow_the_umask(umask, mode, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("x.csv", "metrics.csv"):
         assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+# --- a model that cannot take the data, or does not fit in memory ----------------------------------------------
+
+def test_a_model_that_cannot_take_the_images_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    # LeNet-5 was made for 32x32; Fashion-MNIST (the default data) is 28x28: its last 5x5 conv meets a 4x4 map
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "lenet5", "--limit", "100", "--epochs", "1", "--name", "l5", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("convkit: error: lenet5 cannot take the data's 1x28x28 images; it was made for 1x32x32 "
+                          "inputs: layer features.c5 (input shape 16x4x4): kernel 5 is larger than the padded input 4")
+    assert not (tmp_path / "runs" / "l5").exists()
+
+
+def test_running_out_of_memory_while_training_is_one_line(tmp_path):
+    # 108M weights fit the cap; Adam's gradients and two moments (three more copies) do not
+    data = tmp_path / "data"
+    for c in ("cat", "dog"):
+        (data / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (16, 16), (40 * i, 100, 0 if c == "cat" else 200)).save(data / c / f"{i}.png")
+    (tmp_path / "wide.yaml").write_text("input: [3, 16, 16]\nlayers: [FC-10000, FC-10000, FC-2]\n")
+
+    def cap():
+        import resource
+        limit = 3_600_000_000 + 1_500_000_000  # what importing torch and convkit maps, plus about 1.5 GB
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = subprocess.run([sys.executable, "-m", "convkit", "train", "wide.yaml", "--data", "data", "--epochs", "1",
+                             "--optimizer", "adam", "--name", "wide", "-q"], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=300, preexec_fn=cap)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("convkit: error: out of memory (") and "smaller --batch-size" in line
+    assert "Traceback" not in result.stderr

@@ -147,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     also taken as one) is printed as ``convkit: error: <message>`` on stderr and ends the command with the
     error's ``exit_code`` (2, a NaN loss 1); ``convkit --debug ...`` raises it instead, with its traceback.
     A failed file operation (a read-only or full disk) is printed as its path and the system's reason
-    (`convkit.cli.common.os_error_message`). Any other exception is a bug: it is raised, with its traceback.
+    (`convkit.cli.common.os_error_message`); running out of memory (MemoryError, torch's "out of memory" or
+    "can't allocate memory") as one line saying what to make smaller. Any other exception is a bug: it is
+    raised, with its traceback.
 
     Example:
         >>> main(["summary", "resnet19"])
@@ -166,6 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = os_error_message(err) if isinstance(err, OSError) else str(err)
         print(f"convkit: error: {message}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
+    except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(err)
+        if args.debug or not (isinstance(err, MemoryError) or "out of memory" in text.lower()
+                              or "can't allocate memory" in text):
+            raise
+        first = text.strip().splitlines()[0][:300] if text.strip() else type(err).__name__
+        print(f"convkit: error: out of memory ({first}); use a smaller --batch-size or --eval-batch-size, or a "
+              "smaller model or input (`convkit summary MODEL --input CxHxW --batch N` estimates the memory)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("convkit: interrupted", file=sys.stderr)
         return 130

@@ -210,6 +210,23 @@ def run_data(config: TrainConfig | dict, split: str = "test", **changes) -> tupl
     return train, what
 
 
+def _check_fit(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> None:
+    """Refuses a model that cannot take the data's images, before any work: one trace on the meta device
+    (milliseconds) names the layer and its formula, where the first step would end in a torch traceback."""
+    from convkit.inspect.trace import MetaUnsupportedError, trace_model
+    from convkit.layers.shapes import ShapeError
+
+    try:
+        trace_model(model, tuple(input_shape))
+    except MetaUnsupportedError:  # a forward that needs real values: the first step will tell
+        return
+    except ShapeError as err:
+        made_for = getattr(getattr(model, "model_cfg", None), "input_shape", None)
+        hint = (f"; it was made for {'x'.join(map(str, made_for))} inputs" if made_for
+                and tuple(made_for) != tuple(input_shape) else "")
+        raise ShapeError(f"{name} cannot take the data's {'x'.join(map(str, input_shape))} images{hint}: {err}") from None
+
+
 class Trainer:
     """Trains a model as `convkit train` does: run folder, checkpoints, exact resume, DDP under torchrun.
 
@@ -324,6 +341,7 @@ class Trainer:
         if model is None:
             model = resolve_model(cfg.model, **args, **cfg.model_kwargs)
             self.spec, name = model.model_cfg.spec, model.model_cfg.name
+            _check_fit(model, name, self.input_shape)  # a module given in Python is run as it is: its forward is its own
         else:
             self.spec = model_spec(model, args.get("num_classes"), args.get("in_channels"))
             name = getattr(model, "model_name", None) or type(model).__name__
