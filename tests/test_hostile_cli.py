@@ -161,6 +161,10 @@ def test_an_unknown_compile_backend_is_one_line_and_a_known_one_passes(capsys, t
     (["explain", "maximize", "RUN", "--channel", "0", "--jitter", "-1"], "--jitter"),
     (["explain", "maximize", "RUN", "--channel", "0", "--blur-every", "-1"], "--blur-every"),
     (["explain", "maximize", "RUN", "--channel", "0", "--blur-sigma", "0"], "--blur-sigma"),
+    (["animate", "--fps", "0"], "--fps"),
+    (["animate", "--max-outputs", "0"], "--max-outputs"),
+    (["animate", "--model", "fastcnn", "--num-classes", "0"], "--num-classes"),
+    (["report", "RUN", "--gradcams", "-1"], "--gradcams"),
 ])
 def test_numeric_options_out_of_range_are_usage_errors(argv, option, capsys):
     line = usage_error(capsys, *argv)

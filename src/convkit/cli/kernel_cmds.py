@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from convkit.cli.common import FORMATTER, CLIError, add_json, print_json
+from convkit.cli.common import FORMATTER, CLIError, add_json, positive_float, positive_int, print_json
 
 EXAMPLES = {
     "kernel": """examples:
@@ -212,14 +212,14 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     g = p.add_argument_group("a layer of a model")
     g.add_argument("--model", help="a zoo name (see `convkit models`) or a model file (.yaml)")
     g.add_argument("--layer", metavar="NAME", help="the convolution's name as `convkit summary MODEL` lists it")
-    g.add_argument("--num-classes", type=int, help="classes of the classifier (default: the model's)")
-    g.add_argument("--in-channels", type=int, help="input channels (default: the model's)")
+    g.add_argument("--num-classes", type=positive_int, help="classes of the classifier (default: the model's)")
+    g.add_argument("--in-channels", type=positive_int, help="input channels (default: the model's)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default="anim.gif", help="the GIF to write (default: anim.gif)")
-    g.add_argument("--fps", type=float, default=2.0, help="frames per second (default: 2)")
+    g.add_argument("--fps", type=positive_float, default=2.0, help="frames per second (default: 2)")
     g.add_argument("--numbers", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the values in the cells (default: when the grid is at most 12 cells a side)")
-    g.add_argument("--max-outputs", type=int, default=8, metavar="N",
+    g.add_argument("--max-outputs", type=positive_int, default=8, metavar="N",
                    help="outputs drawn per axis; larger outputs are cropped to their top-left corner (default: 8)")
     add_json(g, "print the geometry and output size as JSON")
     p.set_defaults(run=cmd_animate)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from convkit.cli.common import FORMATTER, CLIError, reported_warnings
+from convkit.cli.common import FORMATTER, CLIError, nonnegative_int, reported_warnings
 
 EXAMPLES = {
     "report": """examples:
@@ -50,7 +50,7 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     # dest run_dir: `run` is the namespace slot of the verb's function (see cli.main)
     p.add_argument("run_dir", metavar="RUN", help="a run folder of `convkit train`")
     p.add_argument("--out", metavar="FILE.html", help="where to write the page (default: RUN/report.html)")
-    p.add_argument("--gradcams", type=int, default=6, metavar="N",
+    p.add_argument("--gradcams", type=nonnegative_int, default=6, metavar="N",
                    help="test images to explain with Grad-CAM, half correct, half wrong (default: 6; 0: none)")
     p.add_argument("--data", help="test images for the Grad-CAMs (default: the run's test set)")
     p.add_argument("--data-dir", help="where named datasets are looked for (default: the run's)")
