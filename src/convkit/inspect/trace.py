@@ -138,30 +138,27 @@ for _name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_produc
         _MACS[getattr(aten, _name).default] = _attention_macs
 
 
-class _FusedAttention(torch.overrides.TorchFunctionMode):
+def _fused_attention(*args, **kwargs):
     """On the meta device, scaled-dot-product attention runs as CPU's fused kernel would.
 
     Meta tensors send ``F.scaled_dot_product_attention`` down the math path (bmm, softmax, bmm), whose
     autograd saves the L x S attention matrix; a real run uses the fused kernel, which saves q, k, v, the
     output and the log-sum-exp only. Without dropout and grouped-query heads, the fused CPU kernel is called
-    here directly (it has a meta kernel), so saved activations are those of a real CPU run.
+    here directly (it has a meta kernel), so saved activations are those of a real CPU run. Put in place of
+    ``torch.nn.functional.scaled_dot_product_attention`` for the traced pass only.
     """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.nn.functional.scaled_dot_product_attention or func is _SDPA:
-            q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")][len(args):])[:3]
-            dropout = args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)
-            causal = args[5] if len(args) > 5 else kwargs.get("is_causal", False)
-            mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
-            if (not dropout and not kwargs.get("enable_gqa") and q.dim() == 4 and k.dim() == 4 and v.dim() == 4
-                    and q.is_floating_point() and (mask is None or mask.dtype == q.dtype)):
-                return aten._scaled_dot_product_flash_attention_for_cpu(
-                    q, k, v, 0.0, bool(causal), attn_mask=mask, scale=kwargs.get("scale"))[0]
-        return func(*args, **kwargs)
+    q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")][len(args):])[:3]
+    dropout = args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)
+    causal = args[5] if len(args) > 5 else kwargs.get("is_causal", False)
+    mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
+    if (q.device.type == "meta" and not dropout and not kwargs.get("enable_gqa") and q.dim() == 4 and k.dim() == 4
+            and v.dim() == 4 and q.is_floating_point() and (mask is None or mask.dtype == q.dtype)):
+        return aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, bool(causal), attn_mask=mask, scale=kwargs.get("scale"))[0]
+    return _SDPA(*args, **kwargs)
 
 
-_SDPA = getattr(torch._C._nn, "scaled_dot_product_attention", None)
+_SDPA = torch.nn.functional.scaled_dot_product_attention
 
 
 def _hw(t: torch.Tensor) -> tuple[int, int] | None:
@@ -652,7 +649,8 @@ def trace_model(
                 for m in modules:
                     m.training = training
             if meta:
-                stack.enter_context(_FusedAttention())
+                torch.nn.functional.scaled_dot_product_attention = _fused_attention
+                stack.callback(setattr, torch.nn.functional, "scaled_dot_product_attention", _SDPA)
             try:
                 with tracer:
                     output = model(x)
