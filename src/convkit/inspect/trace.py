@@ -161,6 +161,9 @@ def _fused_attention(*args, **kwargs):
 _SDPA = torch.nn.functional.scaled_dot_product_attention
 
 
+_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
+
+
 def _hw(t: torch.Tensor) -> tuple[int, int] | None:
     return (t.shape[-2], t.shape[-1]) if t.dim() >= 4 else None
 
@@ -186,6 +189,7 @@ class _Tracer(TorchDispatchMode):
         self.frames = frames if frames is not None else []
         self.names = names or {}
         self.last_fn: Frame | None = None  # the frame of the last parameter read through a function call
+        self.fn_open: Frame | None = None  # that frame, until a view of its output (once) gives its shape
         self.excluded: set[int] = set()  # their storages, found as operators read them
         self.keys: dict[int, int] = {}  # tensor id -> storage key (every tensor seen is kept alive)
         self.stack: list[Frame] = []
@@ -255,6 +259,11 @@ class _Tracer(TorchDispatchMode):
                 outs.append(k)
         if not outs:
             return  # a view or an in-place update of a parameter or buffer
+        fn = self.fn_open
+        if (fn is not None and reads is None and func in _VIEWS and ins and fn.outputs
+                and ins[0] == fn.outputs[0][0] and fn.output_shapes[0] == tuple(inputs[0].shape)):
+            fn.output_shapes = [tuple(outputs[0].shape)]  # F.linear's flattened product viewed back
+            self.fn_open = None
         derived = self.derived
         from_input = False
         for t in inputs:
@@ -311,6 +320,7 @@ class _Tracer(TorchDispatchMode):
         frame.output_numel, frame.output_bytes = sum(numel), sum(sizes)
         frame.outputs = tuple((self.keys[id(t)], n, b) for t, n, b in zip(outputs, numel, sizes))
         frame.output_dtype = outputs[0].dtype
+        self.fn_open = frame
         return frame
 
     # -- receptive fields -------------------------------------------------------------------------
