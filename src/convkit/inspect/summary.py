@@ -67,14 +67,19 @@ __all__ = ["CONVENTIONS", "LayerRow", "Summary", "summary"]
 CONVENTIONS = {
     "macs": "multiply-adds of convolutions and matrix products (linear layers), one multiply-add counted once, "
             "bias adds not counted; batch norm, pooling, activations and sums not counted (fvcore's conv/linear "
-            "count; torchinfo adds out_values per biased layer)",
+            "count; torchinfo adds out_values per biased layer); attention's Q K^T and A V products are matrix "
+            "products and count (fvcore skips scaled_dot_product_attention); a weight used through a function "
+            "call (F.linear(x, self.qkv.weight)) counts for the module that owns it; counted in the model's mode "
+            "(Summary.mode); work on tensors that do not come from the input (an MLP on a buffer) counts once "
+            "per forward pass, as in a batch-1 forward",
     "flops": "2 x macs",
     "activations": "output values of each layer, per image; the forward total is the input + the layer outputs, each "
                    "tensor once: a layer passing its input on (in place, a view or identity, adaptive pooling to its "
                    "input size, an activation function or dropout keeping the shape) adds nothing (the lectures' "
                    "input + one map per conv, pool and fc layer; such rows' Act. is in parentheses)",
     "saved_activation_bytes": "tensors autograd saves for the backward pass, per image, deduplicated by storage, "
-                              "excluding parameters, buffers and the input",
+                              "excluding parameters, buffers and the input, from a training-mode forward; fused "
+                              "scaled-dot-product attention as CPU's kernel saves it (q, k, v, output, log-sum-exp)",
     "training_memory": "weights + buffers + gradients + optimizer state (sgd 0, momentum 1, adam 2 x trainable "
                        "parameters) + saved activations x batch + input x batch + largest layer output x batch",
     "inference_memory": "weights + buffers + peak of live activations x batch (each tensor freed after its last "
@@ -187,6 +192,8 @@ class Summary:
         totals: parameters, multiply-adds, activations, receptive field (per image unless named ``_batch``).
         memory: ``{"training": {...}, "inference": {...}}`` in bytes for ``batch_size``.
         warnings: shape warnings met while tracing (border pixels dropped by a stride).
+        mode: ``"training"`` or ``"eval"``: the mode the model was in, in which rows, multiply-adds and
+            inference memory were counted (training memory always uses a training-mode forward).
     """
 
     model: str
@@ -198,6 +205,7 @@ class Summary:
     totals: dict[str, Any]
     memory: dict[str, dict[str, int]]
     warnings: list[str] = field(default_factory=list)
+    mode: str = "training"
 
     def __getitem__(self, name: str) -> LayerRow:
         """The first row of the layer called ``name``."""
@@ -219,6 +227,7 @@ class Summary:
             "totals": dict(self.totals),
             "memory": {k: dict(v) for k, v in self.memory.items()},
             "warnings": list(self.warnings),
+            "mode": self.mode,
         }
 
     @classmethod
@@ -229,6 +238,7 @@ class Summary:
             optimizer=data["optimizer"], dtype=data["dtype"],
             rows=[LayerRow.from_dict(r) for r in data["layers"]], totals=dict(data["totals"]),
             memory={k: dict(v) for k, v in data["memory"].items()}, warnings=list(data.get("warnings", [])),
+            mode=data.get("mode", "training"),
         )
 
     CSV_COLUMNS = (
@@ -416,9 +426,10 @@ def summary(
 ) -> Summary:
     """Shapes, parameters, multiply-adds, memory and receptive fields of a CNN, computed without running it.
 
-    The model runs once on the meta device (shapes only, no memory, no arithmetic), in training
-    mode with autograd on, so that what autograd saves for backward is measured exactly; the model
-    itself is not modified (its parameters are swapped for meta stand-ins during the call).
+    The model runs once on the meta device (shapes only, no memory, no arithmetic) in the mode it is
+    in (``result.mode``: an eval-mode GoogLeNet skips its auxiliary heads) with autograd on; an eval-mode
+    model runs a second time in training mode, so that what autograd saves for training is measured
+    exactly. The model itself is not modified (its parameters are swapped for meta stand-ins during the call).
 
     Args:
         model: an ``nn.Module`` (a zoo model, ``convkit.Sequential``, torchvision's or your own), a
@@ -472,7 +483,23 @@ def summary(
     if not input_size or min(input_size) < 1:
         raise ValueError(f"input_size must be positive ints per sample, e.g. (3, 224, 224), got {input_size}")
 
+    # rows, multiply-adds and inference memory in the mode the model is in; training memory needs what a
+    # training-mode forward saves (dropout masks, batch statistics, auxiliary heads): a second pass for an
+    # eval-mode model, whose per-layer saved bytes then come from that pass
     trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device)
+    mode = "training" if module.training else "eval"
+    saved_trace = trace
+    if not module.training:
+        saved_trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device, training=True)
+        calls: dict[tuple[int, int], int] = {}
+        counts: dict[int, int] = {}
+        for frame in saved_trace.frames:
+            i = counts[id(frame.module)] = counts.get(id(frame.module), 0) + 1
+            calls[id(frame.module), i] = frame.saved_bytes
+        counts.clear()
+        for frame in trace.frames:
+            i = counts[id(frame.module)] = counts.get(id(frame.module), 0) + 1
+            frame.saved_bytes = calls.get((id(frame.module), i), 0)
     for message in trace.warnings:
         warnings.warn(message, ShapeWarning, stacklevel=2)
     rows = _rows(trace, dtype)
@@ -485,7 +512,7 @@ def summary(
     trainable_bytes = sum(_param_dtype_bytes(p, dtype) for p in params if p.requires_grad)
     buffers = [b for b in module.buffers() if b is not None]
     buffer_bytes = sum(_param_dtype_bytes(b, dtype) for b in buffers)
-    saved = trace.saved_bytes / n
+    saved = saved_trace.saved_bytes / n
     peak = trace.peak_live_bytes / n
     input_bytes = trace.input_bytes // n
     macs = trace.macs_total // n
@@ -521,7 +548,7 @@ def summary(
     }
     return Summary(model=name, input_size=input_size, batch_size=batch_size, optimizer=str(optimizer).lower(),
                    dtype=str(used_dtype).removeprefix("torch."), rows=rows, totals=totals, memory=memory,
-                   warnings=list(trace.warnings))
+                   warnings=list(trace.warnings), mode=mode)
 
 
 # -- the table ---------------------------------------------------------------------------------------------
@@ -568,13 +595,14 @@ def _render(s: Summary) -> str:
         f"{t['frozen_parameters']:,} frozen) = {format_bytes(t['parameter_bytes'])}; buffers {t['buffers']:,} "
         f"= {format_bytes(t['buffer_bytes'])}",
         f"Multiply-adds:    {t['macs']:,} per image ({format_count(t['macs'])} MACs; FLOPs = 2 x MACs = "
-        f"{format_count(t['flops'])}). Conv and linear weights only, one multiply-add counted once, bias adds, "
-        f"BN, pooling and activations not counted (fvcore's convention)",
+        f"{format_count(t['flops'])}) in {s.mode} mode. Convolutions and matrix products (linear layers, attention) "
+        f"only, one multiply-add counted once, bias adds, BN, pooling and activations not counted (fvcore's "
+        f"convention); work that does not depend on the input counted once per forward pass",
         f"Activations:      {t['forward_activations']:,} values per image, the input and each layer output once "
         f"(Act. in parentheses: passed on, not added) = "
         f"{format_bytes(t['forward_activation_bytes'])} (the x2 rule for backward: "
         f"{format_bytes(2 * t['forward_activation_bytes'])}); autograd saves "
-        f"{format_bytes(t['saved_activation_bytes'])} per image for backward",
+        f"{format_bytes(t['saved_activation_bytes'])} per image for backward (in training mode)",
     ]
     if t["receptive_field"]:
         rf = ReceptiveField.from_dict(t["receptive_field"])

@@ -117,6 +117,14 @@ def _mm_macs(args, out) -> int:
     return out.numel() * a.shape[-1]
 
 
+def _attention_macs(args, out) -> int:
+    # fused scaled-dot-product attention: Q K^T (L x S per head, E each) and A V (L x S, Ev each), as the
+    # math path's two bmm count them; softmax and scaling are not multiply-adds here
+    q, k, v = args[0], args[1], args[2]
+    ls = math.prod(q.shape[:-1]) * k.shape[-2]
+    return ls * q.shape[-1] + ls * v.shape[-1]
+
+
 _MACS = {
     aten.convolution.default: _conv_macs,
     aten.mm.default: _mm_macs,
@@ -124,6 +132,36 @@ _MACS = {
     aten.bmm.default: _mm_macs,
     aten.baddbmm.default: _mm_macs,
 }
+for _name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"):
+    if hasattr(aten, _name):
+        _MACS[getattr(aten, _name).default] = _attention_macs
+
+
+def _fused_attention(*args, **kwargs):
+    """On the meta device, scaled-dot-product attention runs as CPU's fused kernel would.
+
+    Meta tensors send ``F.scaled_dot_product_attention`` down the math path (bmm, softmax, bmm), whose
+    autograd saves the L x S attention matrix; a real run uses the fused kernel, which saves q, k, v, the
+    output and the log-sum-exp only. Without dropout and grouped-query heads, the fused CPU kernel is called
+    here directly (it has a meta kernel), so saved activations are those of a real CPU run. Put in place of
+    ``torch.nn.functional.scaled_dot_product_attention`` for the traced pass only.
+    """
+    q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")][len(args):])[:3]
+    dropout = args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)
+    causal = args[5] if len(args) > 5 else kwargs.get("is_causal", False)
+    mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
+    if (q.device.type == "meta" and not dropout and not kwargs.get("enable_gqa") and q.dim() == 4 and k.dim() == 4
+            and v.dim() == 4 and q.is_floating_point() and (mask is None or mask.dtype == q.dtype)):
+        return aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, bool(causal), attn_mask=mask, scale=kwargs.get("scale"))[0]
+    return _SDPA(*args, **kwargs)
+
+
+_SDPA = torch.nn.functional.scaled_dot_product_attention
+
+
+_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 
 
 def _hw(t: torch.Tensor) -> tuple[int, int] | None:
@@ -139,10 +177,19 @@ class _Tracer(TorchDispatchMode):
         # the wrapper costs a few microseconds on each of the thousands of operators
         return False
 
-    def __init__(self, fast: bool, state_ids: set[int]):
+    def __init__(self, fast: bool, state_ids: set[int], batch: int = 1, owners: dict | None = None,
+                 frames: list | None = None, names: dict | None = None):
         super().__init__()
         self.fast = fast
         self.state_ids = state_ids  # ids of the parameters and buffers
+        self.batch = batch
+        self.derived: set[int] = set()  # ids of tensors computed from the input (work on them grows with the batch)
+        self.owners = owners or {}  # parameter id -> the module that owns it
+        self.owner_keys: dict[int, nn.Module] = {}  # parameter storage key -> owner
+        self.frames = frames if frames is not None else []
+        self.names = names or {}
+        self.last_fn: Frame | None = None  # the frame of the last parameter read through a function call
+        self.fn_open: Frame | None = None  # that frame, until a view of its output (once) gives its shape
         self.excluded: set[int] = set()  # their storages, found as operators read them
         self.keys: dict[int, int] = {}  # tensor id -> storage key (every tensor seen is kept alive)
         self.stack: list[Frame] = []
@@ -181,6 +228,7 @@ class _Tracer(TorchDispatchMode):
         if not outputs:
             return
         excluded, nbytes, keys, alive = self.excluded, self.nbytes, self.keys, self.alive
+        reads = None  # the module owning a parameter this operator reads
         ins = []
         for t in inputs:
             k = keys.get(id(t))
@@ -189,10 +237,15 @@ class _Tracer(TorchDispatchMode):
                 alive.append(t)
                 if id(t) in self.state_ids:
                     excluded.add(k)
+                    owner = self.owners.get(id(t))
+                    if owner is not None:
+                        self.owner_keys.setdefault(k, owner)
                 elif k not in excluded and k not in nbytes:  # made before the pass: the input
                     nbytes[k] = t.untyped_storage().nbytes()
             if k not in excluded:
                 ins.append(k)
+            elif k in self.owner_keys:
+                reads = self.owner_keys[k]
         outs = []
         for t in outputs:
             k = keys.get(id(t))
@@ -206,17 +259,69 @@ class _Tracer(TorchDispatchMode):
                 outs.append(k)
         if not outs:
             return  # a view or an in-place update of a parameter or buffer
+        fn = self.fn_open
+        if (fn is not None and reads is None and func in _VIEWS and ins and fn.outputs
+                and ins[0] == fn.outputs[0][0] and fn.output_shapes[0] == tuple(inputs[0].shape)):
+            fn.output_shapes = [tuple(outputs[0].shape)]  # F.linear's flattened product viewed back
+            self.fn_open = None
+        derived = self.derived
+        from_input = False
+        for t in inputs:
+            if id(t) in derived:
+                from_input = True
+                break
+        if from_input:
+            for t in outputs:
+                derived.add(id(t))
+        stack = self.stack
+        target = stack[-1] if stack else None
+        if reads is not None and target is not None and target.module is not reads:
+            target = self._function_frame(reads, inputs, outputs)
         counter = _MACS.get(func)
         if counter is not None:
             macs = counter(args, outputs[0])
-            if self.stack:
-                self.stack[-1].macs += macs
+            if not from_input:
+                # work on tensors that do not come from the input (a buffer through an MLP) is done once per
+                # forward pass whatever the batch: scaled so that per-sample figures hold it once
+                macs *= self.batch
+            if target is not None:
+                target.macs += macs
             else:
                 self.macs_outside += macs
         self._receptive(func, args, inputs, outputs)
         # liveness log: the storages this operator reads and the ones it writes
         self.op_inputs.append(ins)
         self.op_outputs.append(outs)
+
+    def _function_frame(self, owner: nn.Module, inputs, outputs) -> Frame:
+        """The frame of a module whose parameters are used through a function call (``F.linear(x,
+        self.qkv.weight)``, ``F.multi_head_attention_forward``'s ``out_proj``), not by calling it.
+
+        A module already running (on the stack) is its own frame; otherwise one frame per run of
+        consecutive operators reading its parameters, a child of the running module.
+        """
+        stack = self.stack
+        for f in reversed(stack):
+            if f.module is owner:
+                return f
+        parent = stack[-1]
+        frame = self.last_fn
+        if frame is None or frame.module is not owner or frame.parent != parent.index:
+            keys, excluded = self.keys, self.excluded
+            name = self.names.get(id(owner))
+            frame = Frame(len(self.frames), f"<{type(owner).__name__}>" if name is None else name, owner,
+                          len(stack), parent.index,
+                          [tuple(t.shape) for t in inputs if keys.get(id(t)) not in excluded])
+            self.frames.append(frame)
+            self.last_fn = frame
+        frame.output_shapes = [tuple(t.shape) for t in outputs]
+        numel = [t.numel() for t in outputs]
+        sizes = [n * t.element_size() for n, t in zip(numel, outputs)]
+        frame.output_numel, frame.output_bytes = sum(numel), sum(sizes)
+        frame.outputs = tuple((self.keys[id(t)], n, b) for t, n, b in zip(outputs, numel, sizes))
+        frame.output_dtype = outputs[0].dtype
+        self.fn_open = frame
+        return frame
 
     # -- receptive fields -------------------------------------------------------------------------
 
@@ -417,6 +522,7 @@ def trace_model(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "meta",
     names: dict[int, str] | None = None,
+    training: bool | None = None,
 ) -> Trace:
     """Run ``model`` once on a batch of ``batch`` inputs of per-sample shape ``input_size``, instrumented.
 
@@ -430,6 +536,8 @@ def trace_model(
         device: ``"meta"`` (default, no memory, no compute), or a real device for a model whose
             forward needs values; then the real parameters are used and buffers are restored after.
         names: module id -> qualified name; computed when ``None``.
+        training: ``None`` (default) runs each module in the mode it is in (an eval-mode GoogLeNet skips its
+            auxiliary heads); ``True`` or ``False`` set every module's mode for the pass (restored after).
 
     Returns:
         A :class:`Trace`.
@@ -453,6 +561,11 @@ def trace_model(
             names.setdefault(id(m), n)
     modules = list({id(m): m for _, m in named}.values())
     params = [p for m in modules for p in m._parameters.values() if p is not None]
+    owners: dict[int, nn.Module] = {}
+    for m in modules:
+        for p in m._parameters.values():
+            if p is not None:
+                owners.setdefault(id(p), m)
     if dtype is None:
         dtype_in = next((p.dtype for p in params if p.is_floating_point()), torch.get_default_dtype())
     else:
@@ -475,6 +588,7 @@ def trace_model(
         name = names.get(id(module))
         frame = Frame(len(frames), f"<{type(module).__name__}>" if name is None else name, module, len(stack),
                       stack[-1].index if stack else None, shapes)
+        tracer.last_fn = None
         frames.append(frame)
         stack.append(frame)
         if shapes:
@@ -517,12 +631,18 @@ def trace_model(
             undo = _apply(swaps)
             state_ids = {id(t) for m in modules for store in (m._parameters, m._buffers)
                          for t in store.values() if t is not None}
-            tracer = _Tracer(fast=meta, state_ids=state_ids)
+            # stand-ins swapped in for the parameters: their owners by the stand-in's id
+            owner_ids = {id(new): owners[id(old)] for (_, _, new), (_, _, old) in zip(swaps, undo)
+                         if new is not None and id(old) in owners}
+            owners.update(owner_ids)
+            tracer = _Tracer(fast=meta, state_ids=state_ids, batch=batch, owners=owners, frames=frames,
+                             names=names)
             if meta:
                 x = torch.empty((batch, *input_size), dtype=dtype_in, device="meta")
             else:
                 x = torch.zeros((batch, *input_size), dtype=dtype_in, device=device)
             tracer.rf[id(x)] = R.INPUT
+            tracer.derived.add(id(x))
             tracer.alive.append(x)
             input_key = tracer.keys[id(x)] = _key(x)
             tracer.nbytes[input_key] = x.untyped_storage().nbytes()
@@ -535,8 +655,12 @@ def trace_model(
                        nn.modules.module.register_module_forward_hook(post_hook)]
             for h in handles:
                 stack.callback(h.remove)
-            for m in modules:
-                m.training = True
+            if training is not None:
+                for m in modules:
+                    m.training = training
+            if meta:
+                torch.nn.functional.scaled_dot_product_attention = _fused_attention
+                stack.callback(setattr, torch.nn.functional, "scaled_dot_product_attention", _SDPA)
             try:
                 with tracer:
                     output = model(x)

@@ -217,7 +217,7 @@ def _check_fit(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> Non
     from convkit.layers.shapes import ShapeError
 
     try:
-        trace_model(model, tuple(input_shape))
+        trace_model(model, tuple(input_shape), training=True)  # as training will run it (auxiliary heads)
     except MetaUnsupportedError:  # a forward that needs real values: the first step will tell
         return
     except ShapeError as err:
