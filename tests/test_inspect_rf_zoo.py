@@ -29,7 +29,7 @@ DEFAULT = {
     "resnext50_32x4d": 96, "wide_resnet50_2": 96, "convnext_tiny": 64, "vit_b_16": 64, "swin_t": 224,
     "swin_v2_t": 256, "maxvit_t": 64,
 }
-SIZES = {"inception_v3": 299, "vit_h_14": 56, "swin_t": 224, "swin_s": 224, "swin_b": 224, "swin_v2_t": 256,
+SIZES = {"inception_v3": 299, "vit_h_14": 56, "squeezenet1_1": 227, "swin_t": 224, "swin_s": 224, "swin_b": 224, "swin_v2_t": 256,
          "swin_v2_s": 256, "swin_v2_b": 256}
 
 if os.environ.get("CONVKIT_FULL_ZOO") == "1":
