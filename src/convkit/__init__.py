@@ -16,7 +16,7 @@ convkit summary: Sequential  input 1x28x28  float32  batch 1  optimizer sgd
 Layer  Type    Kernel/S/P  Output     Params     MACs      Act.     Saved  RF size/jump/start
 ---------------------------------------------------------------------------------------------
 conv1  Conv2d  5x5/1/0     32x24x24      832  460,800  72.0 KiB         -  5/1/2
-fc1    Dense               10        184,330  184,320      40 B  72.0 KiB  28 (all)
+fc1    Dense               10        184,330  184,320      40 B  72.0 KiB  global
 ---------------------------------------------------------------------------------------------
 Parameters:       185,162 (185,162 trainable, 0 frozen) = 723.3 KiB; buffers 0 = 0 B
 ...

@@ -84,7 +84,9 @@ CONVENTIONS = {
                        "parameters) + saved activations x batch + input x batch + largest layer output x batch",
     "inference_memory": "weights + buffers + peak of live activations x batch (each tensor freed after its last "
                         "use, input held)",
-    "receptive_field": "size/jump/start on the input per axis (height, width); the union over paths where paths join",
+    "receptive_field": "size/jump/start on the input per axis (height, width); the union over paths where paths join; "
+                       "'global' when a global operation (pooling, a pooled gate, flatten) is on the path, 'unknown' "
+                       "when convkit cannot follow the positions",
     "dense_equivalent": "in_values x out_values + out_values: a fully connected layer with the conv's input and output",
     "per_image": "per-layer figures are per image; memory figures are for batch_size",
 }
@@ -569,7 +571,7 @@ def _render(s: Summary) -> str:
             format_bytes(r.activation_bytes) if r.new_activations or not r.activations
             else f"({format_bytes(r.activation_bytes)})",
             format_bytes(r.saved_bytes) if r.saved_bytes else "-",
-            (str(rf) if rf.spatial else f"{format_pair(rf.size)} (all)") if rf else "",
+            str(rf) if rf else "",
         ))
     widths = [len(h) for h in headers]
     for line in table:
@@ -606,8 +608,15 @@ def _render(s: Summary) -> str:
     ]
     if t["receptive_field"]:
         rf = ReceptiveField.from_dict(t["receptive_field"])
-        lines.append(f"Receptive field:  {format_pair(rf.size)} pixels at {t['receptive_field_layer']} "
-                     f"(jump {format_pair(rf.jump)}, start {format_pair(rf.start)})")
+        if rf.kind == "numeric":
+            lines.append(f"Receptive field:  {format_pair(rf.size)} pixels at {t['receptive_field_layer']} "
+                         f"(jump {format_pair(rf.jump)}, start {format_pair(rf.start)})")
+        elif rf.kind == "global":
+            lines.append(f"Receptive field:  global (the whole input) at {t['receptive_field_layer']}: a global "
+                         f"operation is on the path; local path {format_pair(rf.size)} pixels (jump "
+                         f"{format_pair(rf.jump)})")
+        else:
+            lines.append(f"Receptive field:  unknown at {t['receptive_field_layer']}: {rf.reason}")
     lines += [
         f"Training memory:  {format_bytes(train['total'])} for batch {s.batch_size} with {s.optimizer} = weights "
         f"{format_bytes(train['weights'])} + buffers {format_bytes(train['buffers'])} + gradients "

@@ -168,6 +168,11 @@ def _hw(t: torch.Tensor) -> tuple[int, int] | None:
     return (t.shape[-2], t.shape[-1]) if t.dim() >= 4 else None
 
 
+def _hw_at(t: torch.Tensor, layout: tuple[int, int]) -> tuple[int, int] | None:
+    """The map's size in a tensor whose (height, width) are the dimensions ``layout`` (from the end)."""
+    return (t.shape[layout[0]], t.shape[layout[1]]) if t.dim() >= max(4, -min(layout)) else None
+
+
 class _Tracer(TorchDispatchMode):
     """Dispatch-level instrument: fast meta shapes, MACs, receptive fields, storage liveness."""
 
@@ -340,7 +345,8 @@ class _Tracer(TorchDispatchMode):
         packet = func.overloadpacket
         first_rf, first = known[0]
         new = None
-        if packet is aten.convolution and first_rf[6] and _hw(first) and len(args[1].shape) == 4:
+        nchw = first_rf[6] and first_rf[8] == R.NCHW and _hw(first)
+        if packet is aten.convolution and nchw and len(args[1].shape) == 4:
             w = args[1]
             k = (w.shape[2], w.shape[3])
             stride, padding, dilation = _pair(args[3]), _pair(args[4]), _pair(args[5])
@@ -348,11 +354,11 @@ class _Tracer(TorchDispatchMode):
                 new = R.transposed_window(first_rf, k, stride, padding, dilation)
             else:
                 new = R.window(first_rf, k, stride, padding, dilation)
-        elif packet in _POOLS and first_rf[6] and _hw(first):
+        elif packet in _POOLS and nchw:
             new = _pool_rf(packet, first_rf, args)
-        elif packet in _ADAPTIVE and first_rf[6] and _hw(first) and _hw(outputs[0]):
+        elif packet in _ADAPTIVE and nchw and _hw(outputs[0]):
             new = R.adaptive(first_rf, _hw(first), _hw(outputs[0]))
-        elif packet is aten.slice and first_rf[6] and _hw(first):
+        elif packet is aten.slice and nchw:
             dim = args[1] if len(args) > 1 else 0
             dim %= first.dim()
             if dim >= first.dim() - 2:
@@ -366,35 +372,55 @@ class _Tracer(TorchDispatchMode):
                 new = R.shift(first_rf, offsets, steps)
             else:
                 new = first_rf
-        elif packet in _PADS and first_rf[6] and _hw(first):
+        elif packet in _PADS and nchw:
             pad = list(args[1])
             # aten lists pads from the last dimension backwards: (left, right, top, bottom, ...)
             left = pad[0] if len(pad) > 0 else 0
             top = pad[2] if len(pad) > 2 else 0
             new = R.shift(first_rf, (-top, -left))
+        elif (packet in (aten.permute, aten.transpose) and first_rf[6] and len(known) == 1
+              and _hw_at(first, first_rf[8])):
+            # the map's dimensions move (NCHW <-> NHWC): the field stays, its layout follows
+            nd = first.dim()
+            if packet is aten.permute:
+                order = [d % nd for d in args[1]]
+            else:
+                order = list(range(nd))
+                a, b = args[1] % nd, args[2] % nd
+                order[a], order[b] = order[b], order[a]
+            layout = tuple(order.index(d % nd) - nd for d in first_rf[8])
+            new = (*first_rf[:8], layout)
         for t in outputs:
             if new is not None and (t is outputs[0] or _hw(t) == _hw(outputs[0])):
                 rf = new
             else:
-                rf = self._generic(known, t)
+                rf = self._generic(func, known, t, self.stack[-1].name if self.stack else "")
             rf_map[id(t)] = rf
 
     @staticmethod
-    def _generic(known, out: torch.Tensor) -> tuple:
+    def _generic(func, known, out: torch.Tensor, where: str = "") -> tuple:
         """Any other operator: each output position sees the union of what it reads."""
-        out_hw = _hw(out)
+        layout = next((rf[8] for rf, _ in known if rf[6]), R.NCHW)
+        out_hw = _hw_at(out, layout)
         fields = []
         for rf, t in known:
-            hw = _hw(t) if rf[6] else None
-            if out_hw is None or hw is None:
-                fields.append(R.globalize(rf, hw))
-            elif hw == out_hw:
+            hw = _hw_at(t, rf[8]) if rf[6] else None
+            if hw is None:
+                # a value of no map (pooled, flattened), broadcast; an unknown one stays unknown
+                fields.append(rf if rf[7] else R.globalize(rf))
+            elif out_hw == hw and rf[8] == layout:
                 fields.append(rf)
+            elif out_hw is None and out.dim() == 2 and out.shape[0] == t.shape[0]:
+                fields.append(R.globalize(rf))  # flatten: what reads it sees every position
             elif hw == (1, 1) or out_hw == (1, 1):
-                fields.append(R.globalize(rf, hw))  # a broadcast, or a reduction over the map
-            else:
+                fields.append(R.globalize(rf))  # a broadcast, or a reduction over the map
+            elif out_hw is not None and out.dim() == t.dim() and layout == rf[8] == R.NCHW:
                 fields.append(R.resize(rf, hw, out_hw))
-        return R.union(fields, out_hw is not None)
+            else:
+                place = f" in {where}" if where else ""
+                fields.append(R.unknown(rf, f"{func.overloadpacket.__name__}{place} rearranges the "
+                                            f"{hw[0]}x{hw[1]} map into shape {tuple(out.shape)}"))
+        return R.union(fields, out_hw is not None and any(f[6] for f in fields), layout)
 
 
 def _pair(value) -> tuple[int, int]:
@@ -608,6 +634,11 @@ def trace_model(
             frame.output_bytes = sum(sizes)
             frame.outputs = tuple((_key(t), n, b) for t, n, b in zip(outs, numel, sizes))
             frame.output_dtype = outs[0].dtype
+            if isinstance(module, nn.Linear) and args and isinstance(args[0], tensor):
+                # over the channels of a channels-last map (ConvNeXt, Swin): a 1x1 convolution
+                rf = tracer.rf.get(id(args[0]))
+                if (rf is not None and rf[6] and -1 not in rf[8] and outs[0].shape[:-1] == args[0].shape[:-1]):
+                    tracer.rf[id(outs[0])] = rf
             frame.rf = tracer.rf.get(id(outs[0]))
         frame.finished = next(finish_order)
 

@@ -390,7 +390,7 @@ def _summary_section(result) -> str:
     rows = []
     for r in result.rows:
         rf = r.receptive_field
-        rf_text = "" if rf is None else (str(rf) if rf.spatial else f"{format_pair(rf.size)} (all)")
+        rf_text = "" if rf is None else str(rf)
         shape = format_shape(r.output_shape) if r.output_shape else ""
         rows.append(f'<tr data-layer="{_e(r.name)}"><td class="name">{_e(r.name)}</td><td>{_e(r.type)}</td>'
                     f"<td>{_e(r.geometry_text())}</td><td>{_e(shape)}</td>"
@@ -398,7 +398,10 @@ def _summary_section(result) -> str:
     t = result.totals
     total_rf = ""
     if t.get("receptive_field"):
-        total_rf = f"{format_pair(t['receptive_field']['size'])} px at {t.get('receptive_field_layer')}"
+        field = t["receptive_field"]
+        kind = field.get("kind", "numeric")
+        what = f"{format_pair(field['size'])} px" if kind == "numeric" else kind
+        total_rf = f"{what} at {t.get('receptive_field_layer')}"
     foot = (f'<tr><td class="name">total</td><td></td><td></td><td></td>'
             f'<td data-metric="parameters" data-source="summary" data-value="{t["parameters"]}">{t["parameters"]:,}</td>'
             f'<td data-metric="macs" data-source="summary" data-value="{t["macs"]}">{t["macs"]:,}</td>'
