@@ -23,11 +23,16 @@ _WINDOWS = (nn.MaxPool2d, nn.AvgPool2d)
 
 def _torch_pads(module: nn.Module, hw: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """``((top, bottom), (left, right))`` a conv or pool adds to an input of height and width ``hw``."""
-    resolve = getattr(module, "resolve_padding", None)
-    if resolve is not None:  # convkit's Conv2d: "same" for any stride, asymmetric pads
+    # looked up on the type first: Module.__getattr__ raises (slowly) for the usual layer without it
+    resolve = getattr(type(module), "resolve_padding", None) or module.__dict__.get("resolve_padding")
+    if resolve is not None:
+        resolve = module.resolve_padding  # convkit's Conv2d: "same" for any stride, asymmetric pads
         left, right, top, bottom = resolve(hw)
         return (top, bottom), (left, right)
     padding = module.padding
+    if type(padding) is tuple and len(padding) == 2:  # torch's own layers: (ph, pw) already
+        (ph, pw) = pair(padding)
+        return (ph, ph), (pw, pw)
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0), (0, 0)

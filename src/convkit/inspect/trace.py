@@ -516,7 +516,7 @@ def _swaps(modules: list[nn.Module], meta: bool, dtype: torch.dtype | None) -> l
                     continue
                 if not meta:
                     continue
-                if isinstance(t, nn.parameter.UninitializedParameter):
+                if type(t) not in _PLAIN and isinstance(t, nn.parameter.UninitializedParameter):
                     raise ValueError(f"parameter {key!r} of {type(module).__name__} is not initialised yet (a lazy "
                                      f"module): build the model first, e.g. run it once or give convkit.Sequential "
                                      f"an input_shape")
@@ -526,10 +526,14 @@ def _swaps(modules: list[nn.Module], meta: bool, dtype: torch.dtype | None) -> l
                 new = stand_ins.get(id(t))
                 if new is None:
                     # a plain tensor, as torch.func.functional_call puts in: cheaper than a Parameter
-                    new = stand_ins[id(t)] = torch.empty(t.shape, dtype=d, device="meta").requires_grad_(
-                        t.requires_grad)
+                    new = stand_ins[id(t)] = torch.empty(t.shape, dtype=d, device=_META,
+                                                         requires_grad=t.requires_grad)
                 swaps.append((store, key, new))
     return swaps
+
+
+_PLAIN = (nn.Parameter, torch.Tensor)  # not lazy: skips the slower isinstance of Parameter's metaclass
+_META = torch.device("meta")
 
 
 def _apply(swaps: list[tuple[dict, str, Any]]) -> list[tuple[dict, str, Any]]:
@@ -539,6 +543,14 @@ def _apply(swaps: list[tuple[dict, str, Any]]) -> list[tuple[dict, str, Any]]:
         undo.append((store, key, store[key]))
         store[key] = value
     return undo
+
+
+def _set_training(module: nn.Module, mode: bool) -> None:
+    # what ``module.training = mode`` does, without Module.__setattr__'s checks (two calls per module)
+    if type(module).__setattr__ is nn.Module.__setattr__:
+        module.__dict__["training"] = mode
+    else:
+        module.training = mode
 
 
 def trace_model(
@@ -688,7 +700,7 @@ def trace_model(
                 stack.callback(h.remove)
             if training is not None:
                 for m in modules:
-                    m.training = training
+                    _set_training(m, training)
             if meta:
                 torch.nn.functional.scaled_dot_product_attention = _fused_attention
                 stack.callback(setattr, torch.nn.functional, "scaled_dot_product_attention", _SDPA)
@@ -707,7 +719,7 @@ def trace_model(
     finally:
         _apply(undo)
         for m, mode in modes:
-            m.training = mode
+            _set_training(m, mode)
         if buffers:
             with torch.no_grad():
                 for n, b in model.named_buffers():
