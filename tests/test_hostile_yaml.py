@@ -1,4 +1,4 @@
-"""Careless and hostile YAML, and absurd models (issue 10): refused in seconds, as one line naming the file and line.
+"""Careless and hostile YAML, and absurd models (issue 10): refused (bounded, never hanging) as one line naming the file and line.
 
 Every YAML text convkit reads (model files, `--config` files, `--model-arg`/`--augment` values, a run's
 config.yaml, the model file inside a checkpoint's metadata) goes through `convkit.utils.load_yaml`/`compose_yaml`.
@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -43,11 +42,12 @@ CAPPED = textwrap.dedent("""
 
 
 def capped_cli(*argv, cwd):
-    """The real `convkit` in a subprocess capped at 3 GiB more than its imports; returns (code, out, err, seconds)."""
-    started = time.perf_counter()
+    """The real `convkit` in a subprocess capped at 3 GiB more than its imports; returns (code, out, err).
+
+    The timeout guards against a hang (an unbounded alias expansion runs for minutes); it measures no speed."""
     result = subprocess.run([sys.executable, "-c", CAPPED, *map(str, argv)], cwd=cwd, capture_output=True, text=True,
                             timeout=120, env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
-    return result.returncode, result.stdout, result.stderr, time.perf_counter() - started
+    return result.returncode, result.stdout, result.stderr
 
 
 def one_line_error(err: str) -> str:
@@ -74,11 +74,9 @@ def test_plain_yaml_reads_as_safe_load_reads_it():
     ("a: 1\nb: !custom 3\n", 2, "the tag '!custom' is not allowed"),
     ("a: 1\nb: !!int abc\n", 2, "not a value YAML can build"),
 ])
-def test_hostile_yaml_is_refused_quickly_with_its_line(text, line, words):
-    started = time.perf_counter()
+def test_hostile_yaml_is_refused_with_its_line(text, line, words):
     with pytest.raises(YAMLInputError) as caught:
         load_yaml(text, "f.yaml")
-    assert time.perf_counter() - started < 2
     assert str(caught.value).startswith(f"f.yaml:{line}: ") and words in str(caught.value)
     assert len(str(caught.value)) < 400
 
@@ -108,10 +106,9 @@ def test_aliases_within_the_bound_still_work():
 def test_bad_model_files_are_one_line_errors_with_file_and_line(layers, line, words, tmp_path, capsys):
     path = tmp_path / "net.yaml"
     path.write_text(f"input: 1x28x28\n{layers}\n")
-    started = time.perf_counter()
     code = main(["summary", str(path)])
     out, err = capsys.readouterr()
-    assert (code, out) == (2, "") and time.perf_counter() - started < 10
+    assert (code, out) == (2, "")
     assert one_line_error(err).startswith(f"convkit: error: {path}:{line}: ") and words in err
     assert len(err) < 700  # long values are cut
 
@@ -119,8 +116,8 @@ def test_bad_model_files_are_one_line_errors_with_file_and_line(layers, line, wo
 def test_an_alias_bomb_in_a_model_file_under_a_memory_cap(tmp_path):
     (tmp_path / "bomb.yaml").write_text(f"input: 1x28x28\nlayers:\n  - conv3-8\n  - conv: {BOMB}\n")
     assert len((tmp_path / "bomb.yaml").read_text()) < 1100
-    code, out, err, seconds = capped_cli("summary", "bomb.yaml", cwd=tmp_path)
-    assert (code, out) == (2, "") and seconds < 60
+    code, out, err = capped_cli("summary", "bomb.yaml", cwd=tmp_path)
+    assert (code, out) == (2, "")
     assert one_line_error(err).startswith("convkit: error: bomb.yaml:4: aliases expand this document past")
 
 
@@ -129,8 +126,8 @@ def test_an_alias_bomb_in_a_checkpoints_model_file_under_a_memory_cap(tmp_path):
     meta = {"model": {"kind": "file", "path": "net.yaml", "text": text, "num_classes": 10, "in_channels": 1},
             "classes": [str(i) for i in range(10)], "input_shape": [1, 28, 28]}
     save_file({"w": torch.zeros(1)}, str(tmp_path / "best.safetensors"), metadata={"convkit": json.dumps(meta)})
-    code, out, err, seconds = capped_cli("summary", "best.safetensors", cwd=tmp_path)
-    assert (code, out) == (2, "") and seconds < 60
+    code, out, err = capped_cli("summary", "best.safetensors", cwd=tmp_path)
+    assert (code, out) == (2, "")
     assert one_line_error(err).startswith("convkit: error: best.safetensors: the model its metadata describes cannot "
                                           "be built: net.yaml:4: aliases expand this document past")
 
@@ -157,8 +154,8 @@ def test_bad_config_files_name_file_and_line(text, line, words, tmp_path, capsys
 
 def test_an_alias_bomb_in_a_config_file_under_a_memory_cap(tmp_path):
     (tmp_path / "bomb.yaml").write_text(f"epochs: 1\nlr: {BOMB}\n")
-    code, out, err, seconds = capped_cli("train", "--config", "bomb.yaml", "--runs-dir", "runs", cwd=tmp_path)
-    assert (code, out) == (2, "") and seconds < 60 and not (tmp_path / "runs").exists()
+    code, out, err = capped_cli("train", "--config", "bomb.yaml", "--runs-dir", "runs", cwd=tmp_path)
+    assert (code, out) == (2, "") and not (tmp_path / "runs").exists()
     assert one_line_error(err).startswith("convkit: error: bomb.yaml:2: aliases expand this document past")
 
 
@@ -213,9 +210,9 @@ def test_real_builds_past_the_bound_are_refused_after_a_meta_count():
 ])
 def test_train_refuses_an_absurd_model_under_a_memory_cap(layers, words, tmp_path):
     (tmp_path / "big.yaml").write_text(f"input: 1x28x28\nlayers: {layers}\n")
-    code, out, err, seconds = capped_cli("train", "big.yaml", "--epochs", "1", "--limit", "64", "--runs-dir", "runs",
+    code, out, err = capped_cli("train", "big.yaml", "--epochs", "1", "--limit", "64", "--runs-dir", "runs",
                                          cwd=tmp_path)
-    assert code == 2 and seconds < 60 and not (tmp_path / "runs").exists()
+    assert code == 2 and not (tmp_path / "runs").exists()
     assert one_line_error(err).startswith("convkit: error: big.yaml: ") and words in err
 
 
@@ -227,6 +224,6 @@ def test_train_refuses_an_absurd_model_under_a_memory_cap(layers, words, tmp_pat
 def test_summary_of_absurd_models_allocates_nothing(argv, words, tmp_path):
     (tmp_path / "big.yaml").write_text("input: 1x28x28\nlayers: [conv3-100000000, FC-10]\n")
     (tmp_path / "huge_input.yaml").write_text("input: 3x100000x100000\nlayers: [conv3-8, gap, FC-10]\n")
-    code, out, err, seconds = capped_cli("summary", *argv, cwd=tmp_path)
-    assert code == 0 and seconds < 60, err[-2000:]
+    code, out, err = capped_cli("summary", *argv, cwd=tmp_path)
+    assert code == 0, err[-2000:]
     assert words in out
