@@ -106,16 +106,22 @@ def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: refused: torch.load(weights_only=True) found more than tensors and plain "
-                              f"containers in it ({shorten(first, 200)}); convkit never unpickles files, which "
-                              "can run arbitrary code, so nothing in it was run. Re-save the state dict alone "
-                              "(torch.save(model.state_dict(), f)) or as .safetensors") from None
+        raise CheckpointError(f"{path}: refused: torch.load(weights_only=True) reads only tensors and plain "
+                              f"containers, and stopped at {_unpickler_reason(err)}; nothing in the file was run "
+                              "(convkit never unpickles files, which can run arbitrary code). Re-save a trusted "
+                              "state dict alone (torch.save(model.state_dict(), f)) or as .safetensors") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as err:
         if isinstance(err, FileNotFoundError):
             raise
         raise CheckpointError(f"{path}: not a file torch.save wrote, or a damaged one: "
                               f"{shorten(' '.join(str(err).split()), 200)}") from None
+
+
+def _unpickler_reason(err: BaseException) -> str:
+    """The line of torch's weights_only refusal that says what it found ('Unsupported global: GLOBAL io.open...')."""
+    text = " ".join(str(err).split())
+    found = re.search(r"WeightsUnpickler error: (.*?)(?: Please use| Check the documentation|$)", text)
+    return shorten(found.group(1).strip() if found else text, 200).strip("'\"")
 
 
 def unwrap_state_dict(obj, path: str | os.PathLike = "<state dict>") -> dict[str, torch.Tensor]:
@@ -349,7 +355,7 @@ def detect_arch(state: dict[str, torch.Tensor], names: list[str] | None = None) 
     from convkit.models._registry import list_models
 
     found = {k: tuple(v.shape) for k, v in state.items()}
-    best = ("", {}, -1, -1)
+    best = ("", {}, 0, -float("inf"))
     for name in names or list_models():
         for kwargs in _variants(name):
             shapes, heads, first = _meta_shapes(name, tuple(sorted(kwargs.items())))
@@ -556,9 +562,9 @@ def torchvision_weights(weights, num_classes: int | None = None, in_channels: in
         state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=progress, check_hash=True,
                                                    weights_only=True, file_name=file_name)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{cached}: refused: torch.load(weights_only=True) found more than tensors in it "
-                              f"({shorten(str(err).splitlines()[0], 200)}); nothing in it was run. Delete it "
-                              "to download it again") from None
+        raise CheckpointError(f"{cached}: refused: torch.load(weights_only=True) reads only tensors and plain "
+                              f"containers, and stopped at {_unpickler_reason(err)}; nothing in the file was run. "
+                              "Delete it to download it again") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
         text = " ".join(str(err).split())
         if "invalid hash value" in text:
