@@ -182,10 +182,18 @@ def test_weights_of_another_architecture_stop_with_the_table_naming_the_file(res
     text = str(err.value)
     assert text.startswith(f"{path}: the weights do not fit resnet34:")
     assert re.search(r"layer1\.2\.conv1\.weight +missing +\[64, 64, 3, 3\] +-", text)
+    # a resnet18 without its last stage (2 blocks x (2 convs + 2 BNs x 5 tensors) + a projection conv and BN: 30
+    # tensors): no zoo model has exactly these; the closest one says what differs
+    cut = {k: v for k, v in read_state_dict(path).items() if not k.startswith("layer4.")}
+    torch.save(cut, path.parent / "cut.pt")
+    with pytest.raises(CheckpointError, match=r"cut\.pt: the weights fit no zoo model; the closest is resnet18 "
+                       r"\(62 of its 122 tensors fit\):\n.*\nlayer4\.0\.conv1\.weight +missing +\[512, 256, 3, 3\]"):
+        load_foreign(path.parent / "cut.pt")
     # a network the zoo has no twin of
     other = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 30 * 30, 2))
     torch.save(other.state_dict(), path.parent / "mine.pt")
-    with pytest.raises(CheckpointError, match=r"mine\.pt: the weights fit no zoo model; the closest is \w+"):
+    with pytest.raises(CheckpointError, match=r"mine\.pt: the weights fit no zoo model: no zoo model has any of "
+                       r"its 4 tensors \(0\.weight \[5, 3, 3, 3\], 0\.bias \[5\], 3\.weight"):
         load_foreign(path.parent / "mine.pt")
 
 

@@ -211,15 +211,15 @@ class WeightMatch:
         Example:
             >>> m = WeightMatch("net", total=3, missing=[("fc.bias", (10,))], head=[("fc.weight", (10, 4), (5, 4))])
             >>> print(m.table())
-            key        problem                     model    weights
-            fc.bias    missing                     [10]     -
-            fc.weight  head: class count (kept 5)  [10, 4]  [5, 4]
+            key        problem            model    weights
+            fc.bias    missing            [10]     -
+            fc.weight  head: class count  [10, 4]  [5, 4]
             1 of 3 tensors fit as they are; 1 missing, 0 unexpected, 0 of another shape, 1 head
         """
         rows = ([(k, "missing", _fmt(s), "-") for k, s in self.missing]
                 + [(k, "unexpected", "-", _fmt(s)) for k, s in self.unexpected]
                 + [(k, "shape differs", _fmt(a), _fmt(b)) for k, a, b in self.mismatched]
-                + [(k, f"head: class count (kept {b[0]})" if not self.notes else "head: re-initialised",
+                + [(k, "head: class count" if not self.notes else "head: re-initialised",
                     _fmt(a), _fmt(b)) for k, a, b in self.head])
         summary = (f"{self.fitting} of {self.total} tensors fit as they are; {len(self.missing)} missing, "
                    f"{len(self.unexpected)} unexpected, {len(self.mismatched)} of another shape, "
@@ -408,6 +408,11 @@ def load_foreign(source: str | os.PathLike | dict, arch: str | None = None, num_
     detected = arch is None
     if detected:
         arch, kwargs, fits = detect_arch(state)
+        if not fits:
+            keys = ", ".join(f"{k} {_fmt(s)}" for k, s in list(found.items())[:6])
+            raise CheckpointError(f"{label}: the weights fit no zoo model: no zoo model has any of its "
+                                  f"{len(found)} tensors ({keys}{', ...' if len(found) > 6 else ''}); pass the "
+                                  "architecture if it is in the zoo (`convkit models` lists it)")
     else:
         arch = model_info(arch).name  # UnknownModelError with close names
         kwargs = max(_variants(arch), key=lambda kw: _fits(*_meta_shapes(arch, tuple(sorted(kw.items()))), found))
