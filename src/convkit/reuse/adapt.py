@@ -11,10 +11,10 @@ and ``.to_dict()``, so that it is printed and recorded in the run folder.
   shape-only pass on the meta device, never from real data.
 
 >>> model = convkit.create_model("lenet5")
->>> [a.text for a in adapt_head(model, 5, (1, 64, 64))]  # doctest: +NORMALIZE_WHITESPACE
-['input 1x28x28 -> 1x64x64: features.act5 now followed by AdaptiveAvgPool2d((1, 1)) (the map 120x13x13 ->
-  120x1x1, as classifier.f6 was built for)',
- 'classes 10 -> 5: classifier.output Linear(84 -> 10) replaced by a new Linear(84 -> 5)']
+>>> for change in adapt_head(model, 5, (1, 64, 64)):
+...     print(change.text)
+input 1x32x32 -> 1x64x64: features.act5 now followed by AdaptiveAvgPool2d((1, 1)) (the map 120x9x9 -> 120x1x1, as classifier.f6 was built for)
+classes 10 -> 5: classifier.output Linear(84 -> 10) replaced by a new Linear(84 -> 5)
 """
 
 from __future__ import annotations
