@@ -326,3 +326,22 @@ def test_head_adaptation_errors():
         adapt_head(meta_model("lenet5"), 0)
     with pytest.raises(AdaptError, match=r"\(C, H, W\)"):
         adapt_head(meta_model("lenet5"), 3, (64, 64))
+
+
+def test_fully_convolutional_head_takes_any_size_and_too_small_inputs_are_named():
+    model = meta_model("nin_cifar")
+    assert [c.kind for c in adapt_head(model, 4, (3, 48, 48))] == ["classes"]
+    assert model.get_classifier().out_channels == 4
+    with pytest.raises(AdaptError, match="LeNet5 cannot take 1x8x8 inputs"):
+        adapt_head(meta_model("lenet5"), 3, (1, 8, 8))
+
+
+def test_googlenet_auxiliary_classifiers_belong_to_the_head():
+    model = meta_model("googlenet", aux_logits=True)
+    stages = model_stages(model)
+    head = stages[-1].params
+    assert {p.split(".")[0] for p in head} == {"fc", "aux1", "aux2"}
+    assert sorted(p for s in stages for p in s.params) == sorted(n for n, _ in model.named_parameters())
+    record = freeze(model, "head")
+    assert all(p.requires_grad == n.startswith(("fc", "aux")) for n, p in model.named_parameters())
+    assert record.frozen_stages == ["stem", "inception3", "inception4", "inception5"]

@@ -204,8 +204,11 @@ def _meta_pass(model: nn.Module, input_shape: Sequence[int]) -> _Pass:
     return seen
 
 
-def _first_linear(model: nn.Module, seen: _Pass) -> tuple[str, tuple | None, tuple | None]:
-    """(name, input shape, the last 4-D map before it and the leaf that made it) of the first linear layer called."""
+def _first_linear(model: nn.Module, seen: _Pass) -> tuple[str, tuple | None, tuple | None] | None:
+    """(name, input shape, (leaf name, 4-D map shape) made last before it) of the first linear layer called.
+
+    None when no linear layer runs (a fully convolutional head, or a forward that failed before).
+    """
     last_map: tuple | None = None
     for event, name, shape in seen.calls:
         module = model.get_submodule(name) if name != "?" else None
@@ -214,7 +217,7 @@ def _first_linear(model: nn.Module, seen: _Pass) -> tuple[str, tuple | None, tup
         if event == "out" and shape is not None and len(shape) == 4 and module is not None \
                 and not any(True for _ in module.children()):
             last_map = (name, shape)
-    raise AdaptError(f"{type(model).__name__}: no linear layer runs in the forward pass; nothing to adapt")
+    return None
 
 
 def _insert_after(model: nn.Module, name: str, new_name: str, layer: nn.Module) -> None:
@@ -297,7 +300,13 @@ def adapt_head(model: nn.Module, num_classes: int | None, input_shape: Sequence[
 
 def _adapt_size(model: nn.Module, size: tuple[int, int, int], cfg: ModelCfg | None, mode: str) -> list[Adaptation]:
     seen = _meta_pass(model, size)
-    name, in_shape, last_map = _first_linear(model, seen)
+    found = _first_linear(model, seen)
+    if found is None:
+        if seen.error is not None:
+            raise AdaptError(f"{type(model).__name__} cannot take {'x'.join(map(str, size))} inputs: "
+                             f"{seen.error}") from seen.error
+        return []  # no linear layer: a fully convolutional head (NiN) takes any size
+    name, in_shape, last_map = found
     linear = model.get_submodule(name)
     old_shape = model_cfg(model).input_shape
     if in_shape is not None and in_shape[-1] == linear.in_features:
@@ -310,8 +319,8 @@ def _adapt_size(model: nn.Module, size: tuple[int, int, int], cfg: ModelCfg | No
     map_layer, map_shape = last_map
     reference = None
     if old_shape is not None:
-        _, _, ref_map = _first_linear(model, _meta_pass(model, (size[0], *old_shape[1:])))
-        reference = ref_map[1] if ref_map is not None else None
+        found = _first_linear(model, _meta_pass(model, (size[0], *old_shape[1:])))
+        reference = found[2][1] if found is not None and found[2] is not None else None
     before = f"{'x'.join(map(str, old_shape))}" if old_shape else "its old size"
     after = "x".join(map(str, size))
     c, h, w = map_shape[1:]
