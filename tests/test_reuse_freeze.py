@@ -345,3 +345,25 @@ def test_googlenet_auxiliary_classifiers_belong_to_the_head():
     record = freeze(model, "head")
     assert all(p.requires_grad == n.startswith(("fc", "aux")) for n, p in model.named_parameters())
     assert record.frozen_stages == ["stem", "inception3", "inception4", "inception5"]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "alexnet"])
+def test_torchvision_models_fall_back_to_the_same_stages_as_their_zoo_twins(name):
+    with torch.device("meta"):
+        tv = getattr(torchvision.models, name)()
+    ours = [s.params for s in model_stages(meta_model(name))]
+    theirs = [s.params for s in model_stages(tv)]
+    assert theirs == ours
+
+
+def test_a_stage_layout_naming_a_missing_module_is_an_error():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(2, 2)
+
+        def stage_layout(self):
+            return [("body", ["bdoy"]), ("head", ["fc"])]
+
+    with pytest.raises(FreezeError, match="bdoy"):
+        model_stages(Net())

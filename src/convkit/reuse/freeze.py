@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from convkit.errors import ConvkitError
+from convkit.models.base import _POOLS, pool_blocks
 
 __all__ = ["BN_POLICIES", "FreezeError", "FreezeRecord", "Stage", "apply_bn_policy", "freeze", "model_stages",
            "param_groups"]
@@ -57,24 +58,40 @@ class Stage:
 def _default_layout(model: nn.Module) -> list[tuple[str, list[str]]]:
     """Top-level children with parameters, each a stage (parameterless ones join the next), the last one the head.
 
-    For a classifier whose ``classifier_name`` is a top-level child, that child is the head and any later
-    children join it.
+    Leaf layers before the first container form the ``stem`` (torchvision's ResNets: conv1, bn1); a
+    ``nn.Sequential`` child with pooling layers in it is split after each pool (``features`` of torchvision's
+    VGG: ``features.block1``...). For a classifier whose ``classifier_name`` is a top-level child, that child
+    is the head and any later children join it.
     """
     head_name = getattr(model, "classifier_name", None)
     head_top = head_name.split(".")[0] if isinstance(head_name, str) else None
+    children = list(model.named_children())
+    stem = 0  # leading leaf layers, when a container follows them
+    while stem < len(children) and not any(True for _ in children[stem][1].children()):
+        stem += 1
+    if stem == len(children) or not any(True for _, c in children[:stem] for _ in c.parameters()):
+        stem = 0
     stages: list[tuple[str, list[str]]] = []
     pending: list[str] = []
-    for child_name, child in model.named_children():
-        pending.append(child_name)
-        if child_name == head_top:
-            stages.append(("head", pending))
+    for index, (child_name, child) in enumerate(children):
+        has_params = any(True for _ in child.parameters())
+        pools = isinstance(child, nn.Sequential) and any(isinstance(m, _POOLS) for m in child.children())
+        if child_name == head_top or (stages and stages[-1][0] == "head"):
+            if stages and stages[-1][0] == "head":
+                stages[-1][1].extend([*pending, child_name])
+            else:
+                stages.append(("head", [*pending, child_name]))
             pending = []
-        elif stages and stages[-1][0] == "head":
-            stages[-1][1].append(child_name)
+        elif index < stem:
+            pending.append(child_name)
+            if index == stem - 1:
+                stages.append(("stem", pending))
+                pending = []
+        elif has_params:
+            stages.extend(_child_stages(child_name, child, pools, pending))
             pending = []
-        elif any(True for _ in child.parameters()):
-            stages.append((child_name, pending))
-            pending = []
+        else:
+            pending.append(child_name)
     if pending:
         if stages:
             stages[-1][1].extend(pending)
@@ -83,6 +100,14 @@ def _default_layout(model: nn.Module) -> list[tuple[str, list[str]]]:
     if stages and stages[-1][0] != "head":
         stages[-1] = ("head", stages[-1][1])
     return stages
+
+
+def _child_stages(name: str, child: nn.Module, pools: bool, pending: list[str]) -> list[tuple[str, list[str]]]:
+    if pools:
+        blocks = pool_blocks(child, name, name=f"{name}.block")
+        blocks[0] = (blocks[0][0], [*pending, *blocks[0][1]])
+        return blocks
+    return [(name, [*pending, name])]
 
 
 def _owner(name: str, prefixes: Mapping[str, int]) -> int | None:
@@ -115,7 +140,7 @@ def model_stages(model: nn.Module) -> list[Stage]:
         A list of :class:`Stage`; every parameter is in exactly one stage.
 
     Raises:
-        FreezeError: the model has no parameters.
+        FreezeError: the model has no parameters, or its ``stage_layout`` names a module it does not have.
 
     >>> [s.name for s in model_stages(convkit.create_model("lenet5"))]
     ['block1', 'block2', 'block3', 'head']
@@ -127,6 +152,11 @@ def model_stages(model: nn.Module) -> list[Stage]:
     if not layout:
         layout = _default_layout(model)
     stages = [Stage(name, list(modules)) for name, modules in layout]
+    known = {n for n, _ in model.named_modules()}
+    missing = [m for s in stages for m in s.modules if m not in known]
+    if missing:
+        raise FreezeError(f"{type(model).__name__}'s stage layout names modules it does not have: "
+                          f"{', '.join(missing[:5])}")
     prefixes: dict[str, int] = {}
     for i, stage in enumerate(stages):
         for module_name in stage.modules:
