@@ -92,8 +92,9 @@ class FastCNN(ClassifierNet):
 
     def stage_layout(self) -> list[tuple[str, list[str]]]:
         """``stage1``... (each with the pool after it), ``head`` (fc)."""
-        names = [n for n, _ in self.features.named_children() if n.startswith("stage")]
-        return [*((n, [f"features.{n}", f"features.pool{n[5:]}"]) for n in names), ("head", ["fc"])]
+        children = [n for n, _ in self.features.named_children()]
+        return [*((n, [f"features.{m}" for m in (n, f"pool{n[5:]}") if m in children])
+                  for n in children if n.startswith("stage")), ("head", ["fc"])]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> the last stage's maps ``(N, widths[-1], H/4, W/4)``."""
