@@ -125,6 +125,12 @@ def test_freeze_again_unfreezes_gradually_and_record_is_json():
     assert FreezeRecord.from_dict(data) == record
     assert "bn1" in record.frozen_bn and "layer4.0.bn1" not in record.frozen_bn
     assert record.text.startswith("frozen: stem, layer1, layer2, layer3 (")
+    # torchvision's resnet18 has 8,393,728 weights in layer4 and 513,000 in fc (512 * 1000 + 1000)
+    with torch.device("meta"):
+        tv = torchvision.models.resnet18()
+    assert record.stage_sizes["layer4"] == sum(p.numel() for p in tv.layer4.parameters()) == 8_393_728
+    assert record.trainable_size == 8_393_728 + 513_000
+    assert record.frozen_size + record.trainable_size == sum(p.numel() for p in tv.parameters())
 
 
 @pytest.mark.parametrize("kwargs, words", [({"trainable": "layer9"}, ["layer9", "stem", "layer4"]),
@@ -136,10 +142,11 @@ def test_freeze_errors_name_the_choices(kwargs, words):
     assert all(w in str(info.value) for w in words)
 
 
-def _train_steps(model, record, steps=3, lr=0.1):
+def _train_steps(model, record, steps=3, lr=0.1, groups=True):
     torch.manual_seed(0)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    optimizer = torch.optim.SGD(param_groups(model, lr), lr=lr, momentum=0.9, weight_decay=1e-2)
+    params = param_groups(model, lr) if groups else model.parameters()  # torch skips params without a grad
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-2)
     for _ in range(steps):
         model.train()
         apply_bn_policy(model, record)
@@ -148,12 +155,13 @@ def _train_steps(model, record, steps=3, lr=0.1):
         optimizer.step()
 
 
-def test_frozen_parameters_get_no_gradient_and_do_not_move():
+@pytest.mark.parametrize("groups", [True, False])
+def test_frozen_parameters_get_no_gradient_and_do_not_move(groups):
     torch.manual_seed(0)
     model = convkit.create_model("fastcnn")
     record = freeze(model, 1)  # stage3 and the head train
     before = {n: t.clone() for n, t in model.state_dict().items()}
-    _train_steps(model, record)
+    _train_steps(model, record, groups=groups)
     params = dict(model.named_parameters())
     for name in record.frozen_params:
         assert params[name].grad is None

@@ -183,6 +183,7 @@ class FreezeRecord:
         trainable_stages, frozen_stages: the stage names of each kind.
         trainable_params, frozen_params: parameter names of each kind.
         frozen_bn: qualified names of the batch-norm layers kept in eval mode (empty with ``bn="train"``).
+        stage_sizes: parameter elements (weights) per stage.
     """
 
     trainable: str | int
@@ -193,6 +194,17 @@ class FreezeRecord:
     trainable_params: list[str]
     frozen_params: list[str]
     frozen_bn: list[str]
+    stage_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def trainable_size(self) -> int:
+        """Parameter elements that train."""
+        return sum(self.stage_sizes.get(s, 0) for s in self.trainable_stages)
+
+    @property
+    def frozen_size(self) -> int:
+        """Parameter elements that are frozen."""
+        return sum(self.stage_sizes.get(s, 0) for s in self.frozen_stages)
 
     @property
     def text(self) -> str:
@@ -200,19 +212,20 @@ class FreezeRecord:
         frozen = ", ".join(self.frozen_stages) or "nothing"
         trained = ", ".join(self.trainable_stages) or "nothing"
         bn = f"; {len(self.frozen_bn)} batch-norm layers keep their statistics" if self.frozen_bn else ""
-        return f"frozen: {frozen} ({len(self.frozen_params)} tensors); trained: {trained}{bn}"
+        return (f"frozen: {frozen} ({self.frozen_size:,} weights); trained: {trained} ({self.trainable_size:,} "
+                f"weights){bn}")
 
     def to_dict(self) -> dict:
         """The record as JSON-able values."""
         return {"trainable": self.trainable, "bn": self.bn, "stages": list(self.stages),
                 "trainable_stages": list(self.trainable_stages), "frozen_stages": list(self.frozen_stages),
                 "trainable_params": list(self.trainable_params), "frozen_params": list(self.frozen_params),
-                "frozen_bn": list(self.frozen_bn)}
+                "frozen_bn": list(self.frozen_bn), "stage_sizes": dict(self.stage_sizes)}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> FreezeRecord:
         """The inverse of :meth:`to_dict` (a record read back from a run folder)."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 def _trainable_indices(stages: list[Stage], trainable: str | int) -> list[int]:
@@ -258,6 +271,8 @@ def freeze(model: nn.Module, trainable: str | int = "head", bn: str = "freeze") 
     >>> record = freeze(model, "layer4")
     >>> record.frozen_stages, model.layer3[0].conv1.weight.requires_grad, model.fc.weight.requires_grad
     (['stem', 'layer1', 'layer2', 'layer3'], False, True)
+    >>> print(record.text)
+    frozen: stem, layer1, layer2, layer3 (2,782,784 weights); trained: layer4, head (8,906,728 weights); 15 batch-norm layers keep their statistics
     """
     if bn not in BN_POLICIES:
         raise FreezeError(f"bn={bn!r}: expected one of {', '.join(BN_POLICIES)}")
@@ -281,7 +296,7 @@ def freeze(model: nn.Module, trainable: str | int = "head", bn: str = "freeze") 
         frozen_stages=[s.name for i, s in enumerate(stages) if i not in keep],
         trainable_params=[n for i, s in enumerate(stages) if i in keep for n in s.params],
         frozen_params=[n for i, s in enumerate(stages) if i not in keep for n in s.params],
-        frozen_bn=frozen_bn)
+        frozen_bn=frozen_bn, stage_sizes={s.name: sum(params[n].numel() for n in s.params) for s in stages})
     apply_bn_policy(model, record)
     return record
 
