@@ -375,3 +375,17 @@ def test_a_stage_layout_naming_a_missing_module_is_an_error():
 
     with pytest.raises(FreezeError, match="bdoy"):
         model_stages(Net())
+
+
+@pytest.mark.parametrize("mode", ["pool", "rebuild"])
+def test_replaying_the_adaptations_on_a_fresh_model_loads_the_adapted_weights(mode):
+    torch.manual_seed(0)
+    model = convkit.create_model("lenet5")
+    adapt_input_channels(model, 3)
+    adapt_head(model, 4, (3, 64, 64), mode=mode)
+    fresh = convkit.create_model("lenet5")  # what a run folder's spec rebuilds
+    adapt_input_channels(fresh, 3)
+    adapt_head(fresh, 4, (3, 64, 64), mode=mode)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(fresh.eval()(x), model.eval()(x), rtol=0, atol=0)
