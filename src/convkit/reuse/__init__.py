@@ -1,0 +1,29 @@
+"""Reusing a trained network: stages and freezing, per-stage learning rates, input and head adaptation.
+
+Imports nothing above :mod:`convkit.train` and :mod:`convkit.tasks` (see the layering in the README).
+"""
+
+from convkit.reuse.adapt import Adaptation, AdaptError, adapt_head, adapt_input_channels
+from convkit.reuse.freeze import (
+    FreezeError,
+    FreezeRecord,
+    Stage,
+    apply_bn_policy,
+    freeze,
+    model_stages,
+    param_groups,
+)
+
+__all__ = [
+    "AdaptError",
+    "Adaptation",
+    "FreezeError",
+    "FreezeRecord",
+    "Stage",
+    "adapt_head",
+    "adapt_input_channels",
+    "apply_bn_policy",
+    "freeze",
+    "model_stages",
+    "param_groups",
+]
