@@ -14,9 +14,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ClassifierNet", "pool_blocks"]
+__all__ = ["ClassifierNet", "pool_blocks", "spread_input_channels"]
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
+
+
+def spread_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """A first convolution's weights for ``channels`` input channels: ``w'[:, j] = sum_c w[:, c] / channels``.
+
+    3 -> 1 sums them, so a grey image gives what its 3-channel copy gave; 1 -> 3 replicates them divided by 3,
+    so an RGB image with equal channels gives what the grey one gave. Used by foreign weights and fine-tuning.
+
+    Args:
+        weight: ``(out, in, kh, kw)`` convolution weights.
+        channels: input channels wanted.
+
+    Returns:
+        A new ``(out, channels, kh, kw)`` tensor (no gradient history).
+
+    Example:
+        >>> spread_input_channels(torch.ones(2, 3, 1, 1), 1).flatten().tolist()
+        [3.0, 3.0]
+    """
+    with torch.no_grad():
+        return weight.sum(dim=1, keepdim=True).div(channels).repeat(1, channels, 1, 1)
 
 
 def pool_blocks(container: nn.Module, prefix: str, stop: int | None = None,

@@ -38,6 +38,7 @@ from torch import nn
 
 from convkit.errors import ConvkitError
 from convkit.models._registry import ModelArgumentError, create_model  # noqa: F401  (create_model: examples)
+from convkit.models.base import spread_input_channels
 from convkit.models.weights import CheckpointError, read_header
 from convkit.utils import shorten
 
@@ -480,9 +481,7 @@ def _adapt_input(model: nn.Module, first: str, channels: int, had: int) -> None:
     if channels != 1 and had != 1:
         raise ModelArgumentError(f"in_channels={channels}: the weights' first convolution ({first}) takes {had} "
                                  "channels; convkit adapts 1 <-> C channels only")
-    with torch.no_grad():
-        weight = conv.weight.sum(1, keepdim=True) if channels == 1 else conv.weight.repeat(1, channels, 1, 1) / channels
-    conv.weight = nn.Parameter(weight)
+    conv.weight = nn.Parameter(spread_input_channels(conv.weight, channels))
     conv.in_channels = channels
 
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from convkit.errors import ConvkitError
 from convkit.inspect.fastmeta import FastMetaMode
+from convkit.models.base import spread_input_channels
 from convkit.models.reference import ModelCfg, model_cfg
 
 __all__ = ["AdaptError", "Adaptation", "adapt_head", "adapt_input_channels"]
@@ -132,8 +133,7 @@ def adapt_input_channels(model: nn.Module, channels: int) -> Adaptation | None:
         raise AdaptError(f"the first convolution {name} is grouped (groups={conv.groups}); convkit adapts only "
                          f"ungrouped ones (got {old} -> {channels} channels)")
     weight = conv.weight
-    with torch.no_grad():
-        new = weight.sum(dim=1, keepdim=True).div(channels).repeat(1, channels, 1, 1)
+    new = spread_input_channels(weight, channels)
     conv.weight = nn.Parameter(new, requires_grad=weight.requires_grad)
     conv.in_channels = channels
     how = "summed over the input channels" if channels == 1 else (
