@@ -333,7 +333,7 @@ def _rows(trace: Trace, dtype: torch.dtype | None) -> list[LayerRow]:
     size_cache: dict[torch.dtype, int] = {}
     for frame in trace.frames:
         module = frame.module
-        if not _is_layer(module):
+        if not _is_layer(module) and not frame.macs:  # a container doing its own products (timm's attention) is one
             continue
         repeat = id(module) in seen_modules
         seen_modules.add(id(module))
