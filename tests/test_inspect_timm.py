@@ -34,8 +34,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::convkit.layers.shapes.ShapeWarn
 ALL = ["efficientnet_b0", "convnext_tiny", "regnety_016", "mobilenetv3_large_100", "resnest14d", "dla34",
        "ghostnet_100", "densenet121", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
        "swin_tiny_patch4_window7_224", "coatnet_0_rw_224", "levit_128", "edgenext_small", "rexnet_100"]
-DEFAULT = ["efficientnet_b0", "convnext_tiny", "resnest14d", "dla34", "ghostnet_100", "vit_tiny_patch16_224",
-           "swin_tiny_patch4_window7_224", "coatnet_0_rw_224", "levit_128", "edgenext_small"]
+# one of each kind by default: squeeze-and-excitation, channels-last blocks, split attention, ghost modules, ViT's
+# fused attention, CoAtNet's attention with a learned bias, LeViT, EdgeNeXt (Swin and the rest: 10 s more each)
+DEFAULT = ["efficientnet_b0", "convnext_tiny", "resnest14d", "ghostnet_100", "vit_tiny_patch16_224",
+           "coatnet_0_rw_224", "levit_128", "edgenext_small"]
 MODELS = ALL if os.environ.get("CONVKIT_FULL_ZOO") else DEFAULT
 # position embeddings, windows and attention biases made for 224
 FIXED = ("vit_", "deit_", "swin_", "coatnet_", "levit_")

@@ -97,7 +97,8 @@ _TRACE_BATCH = 2
 
 @dataclass
 class LayerRow:
-    """One call of one layer (a module without children, or one that owns parameters).
+    """One call of one layer (a module without children, one that owns parameters, or one whose own forward
+    does multiply-adds, such as timm's attention with its Q K^T and A V products).
 
     Attributes:
         name: qualified module name (``layer1.0.conv1``).
