@@ -103,6 +103,11 @@ def fvcore_macs(model, x):
 def test_parameter_rows_match_named_parameters_and_add_up(name):
     model, size = build(name)
     result, _ = ours(model.train(), size)
+    check_parameters(model, result)
+
+
+def check_parameters(model, result) -> None:
+    """Each row against the parameters its module owns directly (``named_parameters``), rows adding up."""
     owned: dict[str, int] = {}
     for full, p in model.named_parameters():
         owner = full.rpartition(".")[0] or type(model).__name__
@@ -120,6 +125,11 @@ def test_macs_match_fvcore_at_batch_1_in_the_models_mode(name):
     model.eval()
     result, size = ours(model, size)
     assert result.mode == "eval"
+    check_macs(model, result, size)
+
+
+def check_macs(model, result, size) -> None:
+    """convkit's total = fvcore's conv + linear + matrix products at batch 1 + what fvcore skips."""
     x = torch.randn(1, *size)
     _, theirs = fvcore_macs(model, x)
     assert result.totals["macs"] == theirs + attention_and_einsum_macs(model, x)
@@ -149,8 +159,13 @@ def test_saved_activations_match_a_real_cpu_forward(name):
     model, size = build(name)
     model.eval()  # the prediction comes from a training-mode pass whatever the model's mode
     result, size = ours(model, size, batch_size=2)
+    check_saved(model, result, size, rel=TOLERANCE.get(name, 0))
+
+
+def check_saved(model, result, size, rel: float = 0) -> None:
+    """Predicted saved activations (``result`` made with ``batch_size=2``) against a real forward at batch 2."""
     real = saved_bytes(model, torch.randn(2, *size))
-    assert result.memory["training"]["activations"] == pytest.approx(real, rel=TOLERANCE.get(name, 0))
+    assert result.memory["training"]["activations"] == pytest.approx(real, rel=rel)
 
 
 # Measured ratios predicted / real at batch 2 (see the module docstring); CNNs are exact.

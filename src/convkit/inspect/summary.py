@@ -97,7 +97,8 @@ _TRACE_BATCH = 2
 
 @dataclass
 class LayerRow:
-    """One call of one layer (a module without children, or one that owns parameters).
+    """One call of one layer (a module without children, one that owns parameters, or one whose own forward
+    does multiply-adds, such as timm's attention with its Q K^T and A V products).
 
     Attributes:
         name: qualified module name (``layer1.0.conv1``).
@@ -333,7 +334,7 @@ def _rows(trace: Trace, dtype: torch.dtype | None) -> list[LayerRow]:
     size_cache: dict[torch.dtype, int] = {}
     for frame in trace.frames:
         module = frame.module
-        if not _is_layer(module):
+        if not _is_layer(module) and not frame.macs:  # a container doing its own products (timm's attention) is one
             continue
         repeat = id(module) in seen_modules
         seen_modules.add(id(module))

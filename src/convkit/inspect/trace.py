@@ -145,7 +145,8 @@ def _fused_attention(*args, **kwargs):
     Meta tensors send ``F.scaled_dot_product_attention`` down the math path (bmm, softmax, bmm), whose
     autograd saves the L x S attention matrix; a real run uses the fused kernel, which saves q, k, v, the
     output and the log-sum-exp only. Without dropout and grouped-query heads, the fused CPU kernel is called
-    here directly (it has a meta kernel), so saved activations are those of a real CPU run. Put in place of
+    here directly (it has a meta kernel), so saved activations are those of a real CPU run; a mask that needs a
+    gradient (CoAtNet's learned position bias) keeps the math path, as a real CPU run does. Put in place of
     ``torch.nn.functional.scaled_dot_product_attention`` for the traced pass only.
     """
     q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")][len(args):])[:3]
@@ -153,7 +154,8 @@ def _fused_attention(*args, **kwargs):
     causal = args[5] if len(args) > 5 else kwargs.get("is_causal", False)
     mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
     if (q.device.type == "meta" and not dropout and not kwargs.get("enable_gqa") and q.dim() == 4 and k.dim() == 4
-            and v.dim() == 4 and q.is_floating_point() and (mask is None or mask.dtype == q.dtype)):
+            and v.dim() == 4 and q.is_floating_point()
+            and (mask is None or (mask.dtype == q.dtype and not mask.requires_grad))):
         return aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, bool(causal), attn_mask=mask, scale=kwargs.get("scale"))[0]
     return _SDPA(*args, **kwargs)
@@ -288,9 +290,10 @@ class _Tracer(TorchDispatchMode):
         counter = _MACS.get(func)
         if counter is not None:
             macs = counter(args, outputs[0])
-            if not from_input:
+            if not from_input and not (outputs[0].dim() and outputs[0].shape[0] == self.batch):
                 # work on tensors that do not come from the input (a buffer through an MLP) is done once per
-                # forward pass whatever the batch: scaled so that per-sample figures hold it once
+                # forward pass whatever the batch: scaled so that per-sample figures hold it once; one made with
+                # the batch's size (EdgeNeXt's position encoding of torch.zeros(B, H, W)) is done per sample
                 macs *= self.batch
             if target is not None:
                 target.macs += macs
