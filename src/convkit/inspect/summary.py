@@ -57,7 +57,7 @@ from convkit.inspect.memory import (
     parse_dtype,
     training_memory,
 )
-from convkit.inspect.receptive import ReceptiveField
+from convkit.inspect.receptive import GLOBAL, ReceptiveField
 from convkit.inspect.trace import Trace, trace_model
 from convkit.layers.shapes import ShapeWarning, format_pair, format_shape
 from convkit.utils import format_bytes
@@ -380,15 +380,23 @@ def _rows(trace: Trace, dtype: torch.dtype | None) -> list[LayerRow]:
 
 
 def _last_feature_map(trace: Trace):
-    """The module call that returned the last spatial feature map before global pooling.
+    """The module call that returned the last feature map before global pooling: the model's receptive field.
 
-    Containers count (an Inception module's output is the union of its branches, which no single
-    layer returns); global and adaptive pooling do not, since they make every field the whole input.
+    Global and adaptive pooling do not count, since they make every field the whole input. Containers count
+    (an Inception module's output is the union of its branches, which no single layer returns). A map whose positions convkit could not follow (ViT's and
+    Swin's tokens) counts too, so that the field is reported as unknown with its reason there, not as the
+    number of an earlier map.
     """
     best = None
     for frame in trace.frames:
-        if (frame.rf is None or not frame.rf[6] or frame.finished < 0
-                or type(frame.module).__name__.startswith(("Adaptive", "Global"))):
+        rf = frame.rf
+        if rf is None or frame.finished < 0 or not frame.output_shapes:
+            continue
+        shape = frame.output_shapes[0]
+        unknown = rf[7] not in ("", GLOBAL)
+        if not (rf[6] or (unknown and len(shape) >= 3)):
+            continue
+        if type(frame.module).__name__.startswith(("Adaptive", "Global")):
             continue
         if best is None or frame.finished > best.finished:
             best = frame
