@@ -10,15 +10,15 @@ from convkit.cli.common import FORMATTER, CLIError, positive_int, reported_warni
 
 EXAMPLES = {
     "features": """examples:
-  convkit features runs/fastcnn-20250101-120000 -o feats.safetensors           the run's own test images
+  convkit features runs/fastcnn-20250101-120000 -o feats.safetensors --split test   the run's own test images
   convkit features runs/fastcnn-20250101-120000 --data digits/ -o digits.safetensors --map tsne
   convkit features fastcnn --data default --limit 500 -o untrained.safetensors --map-png untrained.png
-  convkit features best.safetensors --data fashion-mnist --data-dir ~/data --split train --cache-dir ~/.cache/f""",
+  convkit features best.safetensors --data fashion-mnist --data-dir ~/data --cache-dir ~/.cache/f""",
 }
 
 
 def _load_data(args: argparse.Namespace, cfg):
-    """The images, loaded as `convkit train` loads them: --data (its --split), else the run's own test set."""
+    """The images, loaded as `convkit train` loads them: --data (its --split), else the run's own (its split)."""
     from convkit.train.trainer import load_split, run_data
 
     if args.data is not None:
@@ -69,7 +69,7 @@ def cmd_features(args: argparse.Namespace) -> int:
             features, labels = extract_features(model, data, batch_size=args.batch_size)
     classes = list(getattr(data, "classes", None) or []) or None
     coords = feature_map(features, args.map, seed=args.seed) if args.map != "none" else None
-    meta = {"classes": classes, "source": str(args.source), "source_sha256": sha, "model": cfg.name,
+    meta = {"classes": classes, "source": str(args.source), "source_sha256": sha, "model_name": cfg.name,
             "layer": feature_layer(model), "data": what, "map": args.map}
     save_features(out, features, labels, meta, coords)
     print(f"wrote {out}: {len(features):,} x {features.shape[1]:,} features ({feature_layer(model)} of {cfg.name}) "
@@ -101,9 +101,11 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                          epilog=EXAMPLES["features"], formatter_class=formatter_class)
     p.add_argument("source", metavar="SOURCE", help="a run folder, a .safetensors checkpoint or a zoo name")
     p.add_argument("--data", help="a dataset name, folder or CSV, as `convkit train --data` takes (default: the "
-                   "run's own test set)")
+                   "run's own data)")
     p.add_argument("--data-dir", help="where named datasets are looked for")
-    p.add_argument("--split", choices=("train", "test"), default="test", help="which split of --data (default: test)")
+    p.add_argument("--split", choices=("train", "test"), default="train",
+                   help="which split: of --data (a folder without train/ and test/ is one collection: train), or "
+                   "of the run's data (test: the images it was tested on) (default: train)")
     p.add_argument("-o", "--out", required=True, metavar="F.safetensors", help="the features file to write")
     p.add_argument("--map", choices=("pca", "tsne", "none"), default="pca",
                    help="the 2-D map: pca (fast), tsne (clusters show better, slower) or none (default: pca)")
