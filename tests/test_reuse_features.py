@@ -78,7 +78,13 @@ def test_cache_loads_instead_of_recomputing(test_images, tmp_path, monkeypatch):
     model = convkit.create_model("fastcnn")
     calls = []
     forward_features = model.forward_features
-    monkeypatch.setattr(model, "forward_features", lambda x: calls.append(len(x)) or forward_features(x))
+
+    def counted(x):
+        if x.device.type != "meta":  # real batches only (a meta trace checks the shapes first)
+            calls.append(len(x))
+        return forward_features(x)
+
+    monkeypatch.setattr(model, "forward_features", counted)
     first = cached_features(model, "a" * 64, test_images, tmp_path, batch_size=32, progress=False)
     assert calls == [32, 32, 6]
     files = list(tmp_path.glob("*.safetensors"))
@@ -175,3 +181,43 @@ def test_cli_bad_input_is_one_line_naming_it(args, named, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("convkit: error: ") and named in err[0]
     assert not (tmp_path / "f.safetensors").exists()
+
+
+def test_files_streamed_from_disk_give_the_same_features_and_a_fingerprint_of_their_files(tmp_path):
+    from convkit.data import ImageFileDataset, scan_folder
+    from convkit.reuse.features import data_fingerprint
+
+    images = load_default("test").subset(range(6))
+    for i, (image, label) in enumerate(zip(images.images, images.labels)):
+        (tmp_path / f"c{int(label)}").mkdir(exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(tmp_path / f"c{int(label)}" / f"{i}.png")
+    samples, classes, _ = scan_folder(tmp_path)
+    files = ImageFileDataset(samples, classes, str(tmp_path), workers=0)
+    model = convkit.create_model("fastcnn", num_classes=len(classes))
+    order = [int(p.stem) for p, _ in samples]  # the files' order: by class folder, then name
+    features, labels = extract_features(model, files, progress=False)
+    want, _ = extract_features(model, (images.images[order], images.labels[order]), progress=False)
+    torch.testing.assert_close(features, want)
+    before = data_fingerprint(files)
+    first = samples[0][0]
+    Image.fromarray(255 - images.images[order[0]][0].numpy()).save(first)  # one file changes
+    assert data_fingerprint(files) != before
+
+
+def test_cli_cache_dir_reuses_the_features(tmp_path, capsys, monkeypatch):
+    from convkit.reuse import features as module
+
+    args = ["features", "lenet5", "--data", "default", "--split", "test", "--limit", "50", "--map", "none",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "-o", str(tmp_path / "a.safetensors")]) == 2  # lenet5 takes 32x32: fastcnn then
+    assert "'lenet5' cannot take its 1x28x28 images: layer features.c5" in capsys.readouterr().err
+    args[1] = "fastcnn"
+    torch.manual_seed(1)  # the same untrained weights twice: the same SHA-256
+    assert main([*args, "-o", str(tmp_path / "a.safetensors")]) == 0
+    calls = []
+    monkeypatch.setattr(module, "extract_features", lambda *a, **k: calls.append(1))
+    torch.manual_seed(1)
+    assert main([*args, "-o", str(tmp_path / "b.safetensors")]) == 0
+    assert calls == [] and len(list((tmp_path / "cache").iterdir())) == 1
+    a, b = load_features(tmp_path / "a.safetensors"), load_features(tmp_path / "b.safetensors")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

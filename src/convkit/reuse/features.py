@@ -192,14 +192,26 @@ def _prepare(model: nn.Module, images: torch.Tensor, device: torch.device) -> to
     return images.float()
 
 
-def _check_channels(model: nn.Module, images: torch.Tensor, source: str) -> None:
+def _check_fit(model: nn.Module, images: torch.Tensor, source: str) -> None:
+    """Channels the model does not take, or images too small for its layers: one line naming both, found by
+    a trace on the meta device (milliseconds) instead of a torch traceback from the first batch."""
+    from convkit.inspect.trace import MetaUnsupportedError, trace_model
+    from convkit.layers.shapes import ShapeError
     from convkit.models.reference import model_cfg
 
+    name = model_cfg(model).name
     shape = model_cfg(model).input_shape
     if shape is not None and images.dim() == 4 and images.shape[1] != shape[0]:
-        raise FeatureError(f"{source}: images with {images.shape[1]} channel(s), but the model "
-                           f"{model_cfg(model).name!r} takes {shape[0]}; adapt its first layer first "
-                           "(convkit.finetune does), or load the data with that many channels")
+        raise FeatureError(f"{source}: images with {images.shape[1]} channel(s), but the model {name!r} takes "
+                           f"{shape[0]}; adapt its first layer first (convkit.finetune does), or load the data "
+                           "with that many channels")
+    try:
+        trace_model(model, tuple(images.shape[1:]), training=False)
+    except MetaUnsupportedError:  # a forward that needs real values: the first batch will tell
+        return
+    except ShapeError as err:
+        raise FeatureError(f"{source}: the model {name!r} cannot take its {'x'.join(map(str, images.shape[1:]))} "
+                           f"images: {err}") from None
 
 
 def extract_features(model: nn.Module, dataset: Any, batch_size: int = 256, device: str | torch.device = "cpu",
@@ -251,7 +263,7 @@ def extract_features(model: nn.Module, dataset: Any, batch_size: int = 256, devi
         with torch.no_grad():
             for images, batch_labels in _batches(dataset, batch_size):
                 if not features:
-                    _check_channels(model, images, source)
+                    _check_fit(model, images, source)
                 x = _prepare(model, images, device)
                 if hook is None:
                     out = model.forward_head(model.forward_features(x), pre_logits=True)
@@ -300,8 +312,12 @@ def save_features(path: str | os.PathLike, features: torch.Tensor, labels: torch
 def load_features(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Reads a features file written by `save_features` (no unpickling): (features, labels, metadata).
 
-    The map coordinates, when saved, are in the metadata's place as ``meta["map"]``-named tensor: read them with
-    ``convkit.models.weights.load_tensors(path)[0]["map"]``.
+    Args:
+        path: the file.
+
+    Returns:
+        (features float32 (N, D), labels int64 (N,), the JSON metadata). The 2-D map, when one was saved, is the
+        tensor ``map``: ``convkit.models.weights.load_tensors(path)[0]["map"]``.
 
     Raises:
         CheckpointError: not a safetensors file, a damaged one, or not a features file (naming it).
