@@ -546,3 +546,24 @@ def test_gradcam_layer_is_the_last_map_only_under_a_global_pooling_head():
     assert gradcam_layer(resnet, torch.randn(1, 3, 64, 64)) == "layer4"  # global average pool: Grad-CAM = CAM
     fast = convkit.create_model("fastcnn").eval()  # flatten + linear: the last conv layer instead
     assert gradcam_layer(fast, torch.randn(1, 1, 28, 28)) == conv_layers(fast)[-1]
+
+
+def test_a_layer_that_returns_no_tensor_is_a_layer_error_naming_it():
+    from convkit.explain.features import feature_maps
+    from convkit.explain.source import LayerError
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return {"maps": x}
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pair = torch.nn.Conv2d(1, 2, 3), Pair()
+
+        def forward(self, x):
+            return self.pair(self.conv(x))["maps"]
+
+    with pytest.raises(LayerError, match="'pair' returns dict"):
+        feature_maps(Net(), torch.zeros(1, 1, 8, 8), ["pair"])
+    assert feature_maps(Net(), torch.zeros(1, 1, 8, 8), ["conv"])["conv"].shape == (1, 2, 6, 6)

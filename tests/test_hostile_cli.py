@@ -431,3 +431,13 @@ def test_running_out_of_memory_while_training_is_one_line(tmp_path):
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("convkit: error: out of memory (") and "smaller --batch-size" in line
     assert "Traceback" not in result.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`convkit summary resnet152 | head -1`: the reader goes away; no "Broken pipe" error, no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "convkit", "summary", "resnet152"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Broken pipe" not in err and "Traceback" not in err and "error" not in err, err

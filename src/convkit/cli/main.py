@@ -8,6 +8,7 @@ This module imports the verb modules (``train_cmds``, ``explain_cmds``, ``kernel
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -142,6 +143,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit, which would raise on the closed pipe a second time
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``convkit`` command; returns the exit code.
 
@@ -164,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
+    except BrokenPipeError:
+        # the reader went away (`convkit summary resnet152 | head`): stop quietly, as Unix tools do
+        _silence_stdout()
+        return 141  # what a shell reports for a tool ended by SIGPIPE
     except USER_ERRORS as err:
         if args.debug:
             raise

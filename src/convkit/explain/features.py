@@ -15,18 +15,26 @@ import numpy as np
 import torch
 
 from convkit.explain._plot import mosaic, new_figure, save_figure, to_display
-from convkit.explain.source import Explainable, conv_layers, eval_mode, load_explainable, resolve_layer
+from convkit.explain.source import (
+    Explainable,
+    LayerError,
+    conv_layers,
+    eval_mode,
+    load_explainable,
+    resolve_layer,
+)
 from convkit.layers.shapes import format_shape
 
 __all__ = ["default_feature_layers", "feature_grid", "feature_maps", "save_feature_maps"]
 
 
-def _first_tensor(output):
+def _first_tensor(output, name: str = "the layer"):
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
         return output[0]  # e.g. (output, hidden) of modules returning several values
-    raise TypeError(f"the layer returns {type(output).__name__}, not a tensor")
+    raise LayerError(f"layer {name!r} returns {type(output).__name__}, not a feature map (a tensor); "
+                     f"name a layer whose output is a tensor")
 
 
 def feature_maps(model, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
@@ -60,7 +68,7 @@ def feature_maps(model, images: torch.Tensor, layers: list[str]) -> dict[str, to
     try:
         for name, module in modules.items():
             def hook(_module, _inputs, output, name=name):
-                captured[name] = _first_tensor(output).detach()
+                captured[name] = _first_tensor(output, name).detach()
             handles.append(module.register_forward_hook(hook))
         with torch.no_grad(), eval_mode(net):  # train mode would update batch norm's running statistics
             net(images)

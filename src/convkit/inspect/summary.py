@@ -488,11 +488,14 @@ def summary(
     # rows, multiply-adds and inference memory in the mode the model is in; training memory needs what a
     # training-mode forward saves (dropout masks, batch statistics, auxiliary heads): a second pass for an
     # eval-mode model, whose per-layer saved bytes then come from that pass
-    trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device)
+    # (that second pass records only module calls and saved bytes: the rows come from the first)
     mode = "training" if module.training else "eval"
+    trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device,
+                        saved_tensors=module.training)
     saved_trace = trace
     if not module.training:
-        saved_trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device, training=True)
+        saved_trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device, training=True,
+                                  layers=False)
         calls: dict[tuple[int, int], int] = {}
         counts: dict[int, int] = {}
         for frame in saved_trace.frames:
@@ -500,8 +503,9 @@ def summary(
             calls[id(frame.module), i] = frame.saved_bytes
         counts.clear()
         for frame in trace.frames:
-            i = counts[id(frame.module)] = counts.get(id(frame.module), 0) + 1
-            frame.saved_bytes = calls.get((id(frame.module), i), 0)
+            if frame.called:  # function-call frames hold no saved bytes of their own
+                i = counts[id(frame.module)] = counts.get(id(frame.module), 0) + 1
+                frame.saved_bytes = calls.get((id(frame.module), i), 0)
     for message in trace.warnings:
         warnings.warn(message, ShapeWarning, stacklevel=2)
     rows = _rows(trace, dtype)

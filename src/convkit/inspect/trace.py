@@ -65,6 +65,7 @@ class Frame:
     macs: int = 0
     saved_bytes: int = 0
     finished: int = -1  # order in which calls returned; -1 while running
+    called: bool = True  # False: the module's parameters were used through a function call, not by calling it
 
 
 @dataclass
@@ -183,9 +184,10 @@ class _Tracer(TorchDispatchMode):
         return False
 
     def __init__(self, fast: bool, state_ids: set[int], batch: int = 1, owners: dict | None = None,
-                 frames: list | None = None, names: dict | None = None):
+                 frames: list | None = None, names: dict | None = None, layers: bool = True):
         super().__init__()
         self.fast = fast
+        self.layers = layers  # False: module frames and saved bytes only (no operator bookkeeping)
         self.state_ids = state_ids  # ids of the parameters and buffers
         self.batch = batch
         self.derived: set[int] = set()  # ids of tensors computed from the input (work on them grows with the batch)
@@ -218,7 +220,8 @@ class _Tracer(TorchDispatchMode):
         out = NOT_HANDLED if rule is None else rule(args, kwargs)
         if out is NOT_HANDLED:
             out = func(*args, **kwargs)
-        self._record(func, args, out)
+        if self.layers:
+            self._record(func, args, out)
         return out
 
     def _record(self, func, args, out) -> None:
@@ -316,7 +319,7 @@ class _Tracer(TorchDispatchMode):
             name = self.names.get(id(owner))
             frame = Frame(len(self.frames), f"<{type(owner).__name__}>" if name is None else name, owner,
                           len(stack), parent.index,
-                          [tuple(t.shape) for t in inputs if keys.get(id(t)) not in excluded])
+                          [tuple(t.shape) for t in inputs if keys.get(id(t)) not in excluded], called=False)
             self.frames.append(frame)
             self.last_fn = frame
         frame.output_shapes = [tuple(t.shape) for t in outputs]
@@ -561,6 +564,8 @@ def trace_model(
     device: str | torch.device = "meta",
     names: dict[int, str] | None = None,
     training: bool | None = None,
+    saved_tensors: bool = True,
+    layers: bool = True,
 ) -> Trace:
     """Run ``model`` once on a batch of ``batch`` inputs of per-sample shape ``input_size``, instrumented.
 
@@ -576,6 +581,10 @@ def trace_model(
         names: module id -> qualified name; computed when ``None``.
         training: ``None`` (default) runs each module in the mode it is in (an eval-mode GoogLeNet skips its
             auxiliary heads); ``True`` or ``False`` set every module's mode for the pass (restored after).
+        saved_tensors: measure what autograd saves for backward (``saved_tensors_hooks``); ``False`` leaves
+            ``saved_bytes`` at 0 (autograd still runs, so that every code path is the one training takes).
+        layers: the per-operator bookkeeping (output shapes, multiply-adds, receptive fields, liveness);
+            ``False`` records only module calls and their saved bytes, for a second pass that needs no more.
 
     Returns:
         A :class:`Trace`.
@@ -621,6 +630,11 @@ def trace_model(
 
     def pre_hook(module, args):
         stack = tracer.stack
+        if not layers:
+            frame = Frame(len(frames), "", module, len(stack), stack[-1].index if stack else None, [])
+            frames.append(frame)
+            stack.append(frame)
+            return
         firsts = args if (len(args) == 1 and isinstance(args[0], tensor)) else _tensors(args)
         shapes = [tuple(t.shape) for t in firsts]
         name = names.get(id(module))
@@ -637,7 +651,7 @@ def trace_model(
         if not stack or stack[-1].module is not module:
             return  # a module called outside the traced forward
         frame = stack.pop()
-        outs = [output] if isinstance(output, tensor) else _tensors(output)
+        outs = [output] if (layers and isinstance(output, tensor)) else (_tensors(output) if layers else ())
         if outs:
             frame.output_shapes = [tuple(t.shape) for t in outs]
             numel = [t.numel() for t in outs]
@@ -679,7 +693,10 @@ def trace_model(
                          if new is not None and id(old) in owners}
             owners.update(owner_ids)
             tracer = _Tracer(fast=meta, state_ids=state_ids, batch=batch, owners=owners, frames=frames,
-                             names=names)
+                             names=names, layers=layers)
+            if not layers:  # no operator reads them into ``excluded``: every parameter and buffer storage now
+                tracer.excluded.update(_key(t) for m in modules for store in (m._parameters, m._buffers)
+                                       for t in store.values() if t is not None)
             if meta:
                 x = torch.empty((batch, *input_size), dtype=dtype_in, device="meta")
             else:
@@ -693,7 +710,8 @@ def trace_model(
             caught = stack.enter_context(warnings.catch_warnings(record=True))
             warnings.simplefilter("always", ShapeWarning)
             stack.enter_context(torch.enable_grad())
-            stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+            if saved_tensors:
+                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
             handles = [nn.modules.module.register_module_forward_pre_hook(pre_hook),
                        nn.modules.module.register_module_forward_hook(post_hook)]
             for h in handles:

@@ -19,6 +19,14 @@ from convkit.models._registry import (
     register_model,
 )
 from convkit.models.base import ClassifierNet
+from convkit.models.foreign import (
+    WeightMatch,
+    WeightsDownloadError,
+    load_foreign,
+    match_state_dict,
+    read_state_dict,
+    torchvision_weights,
+)
 from convkit.models.modelfile import ModelFileError, load_model_file, parse_model_file
 from convkit.models.reference import (
     Checkpoint,
@@ -34,7 +42,8 @@ from convkit.models.weights import CheckpointError
 
 __all__ = [
     "Checkpoint", "CheckpointError", "ClassifierNet", "ModelArgumentError", "ModelCfg", "ModelFileError", "ModelInfo", "Sequential",
-    "UnknownModelError", "build_from_spec", "count_parameters", "create_meta_model", "create_model", "list_models",
-    "load_checkpoint", "load_model_file", "model_cfg", "model_info", "model_spec", "parse_model_file",
-    "register_model", "resolve_model",
+    "UnknownModelError", "WeightMatch", "WeightsDownloadError", "build_from_spec", "count_parameters",
+    "create_meta_model", "create_model", "list_models", "load_checkpoint", "load_foreign", "load_model_file",
+    "match_state_dict", "model_cfg", "model_info", "model_spec", "parse_model_file", "read_state_dict",
+    "register_model", "resolve_model", "torchvision_weights",
 ]

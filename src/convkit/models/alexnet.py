@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from convkit.models._registry import register_model
-from convkit.models.base import ClassifierNet
+from convkit.models.base import ClassifierNet, pool_blocks
 
 __all__ = ["AlexNet", "AlexNetLRN", "alexnet", "alexnet_lrn"]
 
@@ -53,6 +53,10 @@ class _AlexNetHead(ClassifierNet):
             nn.ReLU(),
             nn.Linear(4096, num_classes),
         )
+
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """``block1``... (``features`` split after each max pool), ``head`` (the three FC layers)."""
+        return [*pool_blocks(self.features, "features"), ("head", ["classifier"])]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> the last (pooled) conv maps ``(N, 256, 6, 6)`` at 224x224/227x227."""

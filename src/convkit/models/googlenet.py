@@ -179,6 +179,14 @@ class GoogLeNet(ClassifierNet):
         x = self.inception5b(self.inception5a(x))
         return x, aux1, aux2
 
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """``stem`` (conv1-conv3), ``inception3`` (3a, 3b), ``inception4`` (4a-4e), ``inception5`` (5a, 5b),
+        ``head`` (fc, and the auxiliary classifiers when there are any)."""
+        children = [n for n, _ in self.named_children()]
+        return [("stem", [n for n in children if n.startswith(("conv", "lrn", "maxpool1", "maxpool2"))]),
+                *((f"inception{k}", [n for n in children if n.startswith(f"inception{k}")]) for k in (3, 4, 5)),
+                ("head", [n for n in ("fc", "aux1", "aux2") if getattr(self, n, None) is not None])]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> inception (5b)'s maps ``(N, 1024, 7, 7)`` at 224x224."""
         return self._body(x, with_aux=False)[0]

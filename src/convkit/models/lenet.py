@@ -14,7 +14,7 @@ from torch import nn
 
 from convkit.layers.core import get_activation
 from convkit.models._registry import register_model
-from convkit.models.base import ClassifierNet
+from convkit.models.base import ClassifierNet, pool_blocks
 
 __all__ = ["LeNet5", "lenet5"]
 
@@ -79,6 +79,10 @@ class LeNet5(ClassifierNet):
             ("act6", get_activation(activation)),
             ("output", nn.Linear(84, num_classes)),
         ]))
+
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """``block1`` (C1, S2), ``block2`` (C3, S4), ``block3`` (C5), ``head`` (F6 and the output layer)."""
+        return [*pool_blocks(self.features, "features"), ("head", ["classifier"])]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> C5's maps ``(N, 120, 1, 1)``."""

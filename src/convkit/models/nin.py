@@ -16,7 +16,7 @@ from torch import nn
 
 from convkit.layers.blocks import MLPConv
 from convkit.models._registry import register_model
-from convkit.models.base import ClassifierNet
+from convkit.models.base import ClassifierNet, pool_blocks
 
 __all__ = ["NiN", "nin", "nin_cifar"]
 
@@ -61,6 +61,11 @@ class NiN(ClassifierNet):
 
     def _head_layers(self) -> list[nn.Module]:
         return list(self.features[-1].children())[-2:]  # the final 1x1 conv and its ReLU
+
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """One stage per mlpconv block (with the pooling and dropout after it); ``head`` is the last block's
+        final 1x1 convolution (the classifier), the rest of that block being the deepest body stage."""
+        return [*pool_blocks(self.features, "features", name="mlpconv"), ("head", [self.classifier_name])]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> the input of the classifier convolution ``(N, num_features, h, w)``."""

@@ -308,10 +308,13 @@ def resolve_model(ref: Any, *, num_classes: int | None = None, in_channels: int 
 
     Args:
         ref: a zoo name ("resnet18", "ResNet-18"), a model file (.yaml/.yml), a run folder (its best checkpoint,
-            else its last), a .safetensors checkpoint, or an ``nn.Module`` (returned itself, given a cfg if it
-            has none).
+            else its last), a .safetensors checkpoint, foreign weights (a torchvision or timm state dict as
+            .safetensors without convkit's metadata, or .pth/.pt/.bin read with ``weights_only=True``: loaded
+            into the zoo twin by `convkit.models.foreign.load_foreign`), or an ``nn.Module`` (returned itself,
+            given a cfg if it has none).
         num_classes, in_channels, **kwargs: the builder's arguments, for a zoo name or a model file only (a
-            checkpoint fixes its head and input channels).
+            checkpoint fixes its head and input channels; foreign weights take num_classes and in_channels,
+            which re-initialise the head and adapt the first convolution).
         input_shape: (C, H, W) to record instead of the model's own (zoo default, model file, training size).
         meta: build on the meta device (shapes only: nothing allocated, nothing initialised, no weights loaded),
             for inspection.
@@ -357,6 +360,8 @@ def resolve_model(ref: Any, *, num_classes: int | None = None, in_channels: int 
     path = Path(ref)
     if path.suffix.lower() in MODEL_FILE_SUFFIXES:
         return _from_file(path, given, input_shape, meta, device)
+    if path.is_file() and _is_foreign(path):
+        return _from_foreign(path, given, input_shape, meta, device)
     if path.is_dir() or path.is_file() or path.suffix.lower() == ".safetensors":
         if given:
             raise ValueError(f"{str(path)!r}: a trained checkpoint fixes its classes and input channels; drop "
@@ -365,6 +370,29 @@ def resolve_model(ref: Any, *, num_classes: int | None = None, in_channels: int 
     if os.sep in str(ref) or "/" in str(ref):
         raise FileNotFoundError(f"{str(ref)!r}: no such run folder, checkpoint or model file")
     return _from_zoo(str(ref), given, input_shape, meta, device)
+
+
+def _is_foreign(path: Path) -> bool:
+    """A weights file that is not a convkit checkpoint: a torch.save state dict, or safetensors without convkit's
+    metadata (torchvision's or timm's weights); `convkit.models.foreign` loads it into its zoo twin."""
+    from convkit.models.foreign import PICKLE_SUFFIXES
+
+    suffix = path.suffix.lower()
+    return suffix in PICKLE_SUFFIXES or (suffix == ".safetensors" and "model" not in read_meta(path))
+
+
+def _from_foreign(path: Path, given: dict, input_shape, meta: bool, device) -> nn.Module:
+    from convkit.models.foreign import load_foreign
+
+    if extra := sorted(set(given) - {"num_classes", "in_channels"}):
+        raise ValueError(f"{str(path)!r}: foreign weights fix their architecture; drop {', '.join(extra)}")
+    module, _ = load_foreign(path, num_classes=given.get("num_classes"), in_channels=given.get("in_channels"))
+    cfg = module.model_cfg
+    if input_shape is not None:
+        cfg = replace(cfg, input_shape=_shape(input_shape))
+    if meta:
+        module = module.to("meta")
+    return _finish(module, cfg, meta, device)
 
 
 def _shape(shape: Sequence[int]) -> tuple[int, int, int]:

@@ -108,6 +108,10 @@ class ResNet(ClassifierNet):
         layers += [block(planes, dilation=self.dilation, in_channels=self.inplanes, **kw) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """``stem`` (conv1, bn1), ``layer1``-``layer4``, ``head`` (fc)."""
+        return [("stem", ["conv1", "bn1"]), *((f"layer{i}", [f"layer{i}"]) for i in range(1, 5)), ("head", ["fc"])]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> ``layer4``'s maps ``(N, 512 * expansion, H/32, W/32)``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

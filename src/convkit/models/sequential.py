@@ -10,7 +10,7 @@ from torch import nn
 
 from convkit.layers.base import is_built
 from convkit.layers.shapes import ShapeError, infer_output_shape
-from convkit.models.base import ClassifierNet
+from convkit.models.base import ClassifierNet, pool_blocks
 
 __all__ = ["Sequential", "layer_prefix"]
 
@@ -148,6 +148,23 @@ class Sequential(ClassifierNet, nn.Sequential):
         if self.input_shape is not None:
             self.build(self.input_shape)
         self.classifier_name, self.num_classes = name, num_classes  # the head stays where it was
+
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """The spatial layers split after each pooling layer (``block1``...), then each later layer with
+        parameters as a stage of its own (named as the layer), the classifier (``classifier_name``) as ``head``."""
+        stages = pool_blocks(self, "", stop=self._features_end)
+        rest: list[str] = []
+        for child_name, child in list(self.named_children())[self._features_end:]:
+            rest.append(child_name)
+            if child_name == self.classifier_name:
+                stages.append(("head", rest))
+                rest = []
+            elif any(True for _ in child.parameters()):
+                stages.append((child_name, rest))
+                rest = []
+        if rest and stages:
+            stages[-1] = (stages[-1][0], stages[-1][1] + rest)
+        return stages
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self:

@@ -90,6 +90,12 @@ class FastCNN(ClassifierNet):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """``stage1``... (each with the pool after it), ``head`` (fc)."""
+        children = [n for n, _ in self.features.named_children()]
+        return [*((n, [f"features.{m}" for m in (n, f"pool{n[5:]}") if m in children])
+                  for n in children if n.startswith("stage")), ("head", ["fc"])]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> the last stage's maps ``(N, widths[-1], H/4, W/4)``."""
         return self.features(x)
@@ -195,6 +201,10 @@ class CifarResNet(ClassifierNet):
             for m in self.modules():
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
+
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """``stem`` (conv1, bn1), ``layer1``-``layer3``, ``head`` (fc)."""
+        return [("stem", ["conv1", "bn1"]), *((f"layer{i}", [f"layer{i}"]) for i in range(1, 4)), ("head", ["fc"])]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> ``layer3``'s maps ``(N, 64, 8, 8)`` at 32x32."""

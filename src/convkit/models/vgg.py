@@ -16,7 +16,7 @@ from torch import nn
 
 from convkit.models._registry import register_model
 from convkit.models.alexnet import paper_lrn
-from convkit.models.base import ClassifierNet
+from convkit.models.base import ClassifierNet, pool_blocks
 
 __all__ = ["CONFIGS", "VGG", "make_layers", "vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg13_bn", "vgg16",
            "vgg16_bn", "vgg16_c", "vgg16_c_bn", "vgg19", "vgg19_bn"]
@@ -158,6 +158,10 @@ class VGG(ClassifierNet):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
+
+    def stage_layout(self) -> list[tuple[str, list[str]]]:
+        """``block1``-``block5`` (``features`` split after each max pool), ``head`` (the three FC layers)."""
+        return [*pool_blocks(self.features, "features"), ("head", ["classifier"])]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> the last pooled conv maps ``(N, 512, H/32, W/32)``."""
