@@ -221,3 +221,31 @@ def test_cli_cache_dir_reuses_the_features(tmp_path, capsys, monkeypatch):
     assert calls == [] and len(list((tmp_path / "cache").iterdir())) == 1
     a, b = load_features(tmp_path / "a.safetensors"), load_features(tmp_path / "b.safetensors")
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_cli_adapts_a_3_channel_torchvision_resnet18_to_grey_images(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    weights = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    out = tmp_path / "f.safetensors"
+    assert main(["features", str(weights), "--data", "default", "--split", "test", "--limit", "8", "-o", str(out),
+                 "--map", "none"]) == 0
+    assert "adapted: input channels 3 -> 1" in capsys.readouterr().err
+    features, labels, meta = load_features(out)
+    assert meta["adaptations"][0].startswith("input channels 3 -> 1") and features.shape == (8, 512)
+    # truth: torchvision's own network on the grey images replicated to 3 channels (the summed first conv's
+    # output), normalised with the checkpoint's mean and std averaged over the channels
+    from convkit.models.reference import resolve_model
+
+    cfg = resolve_model(str(weights)).model_cfg
+    mean, std = cfg.mean_std()
+    test = load_default("test")
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:8].sort().values
+    x = (test.images[pick].float() / 255 - mean.mean()) / std.mean()
+    net.fc = nn.Identity()
+    with torch.no_grad():
+        want = net(x.expand(-1, 3, -1, -1))
+    torch.testing.assert_close(features, want, rtol=1e-4, atol=1e-4)
+    assert torch.equal(labels, test.labels[pick])

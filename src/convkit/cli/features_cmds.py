@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -41,16 +43,15 @@ def _load_data(args: argparse.Namespace, cfg):
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from convkit.data.download import file_digest
     from convkit.models.reference import resolve_model
     from convkit.reuse.features import (
         cached_features,
         extract_features,
         feature_layer,
         feature_map,
+        model_source_sha256,
         plot_feature_map,
         save_features,
-        weights_sha256,
     )
 
     out = Path(args.out)
@@ -60,17 +61,24 @@ def cmd_features(args: argparse.Namespace) -> int:
         raise CLIError("--map-png needs a map: --map pca or --map tsne")
     model = resolve_model(args.source)
     cfg = model.model_cfg
-    sha = file_digest(cfg.checkpoint) if cfg.checkpoint else weights_sha256(model)
+    sha = model_source_sha256(model)
     data, what = _load_data(args, cfg)
+    adaptations = []
+    if cfg.input_shape and data.image_shape[0] != cfg.input_shape[0]:  # 1-channel data, a 3-channel net...
+        from convkit.reuse.adapt import adapt_input_channels
+
+        adaptations.append(str(adapt_input_channels(model, int(data.image_shape[0]))))
+        print(f"adapted: {adaptations[-1]}", file=sys.stderr)
     with reported_warnings():
         if args.cache_dir:
-            features, labels = cached_features(model, sha, data, args.cache_dir, batch_size=args.batch_size)
+            key_sha = hashlib.sha256(json.dumps([sha, *adaptations]).encode()).hexdigest() if adaptations else sha
+            features, labels = cached_features(model, key_sha, data, args.cache_dir, batch_size=args.batch_size)
         else:
             features, labels = extract_features(model, data, batch_size=args.batch_size)
     classes = list(getattr(data, "classes", None) or []) or None
     coords = feature_map(features, args.map, seed=args.seed) if args.map != "none" else None
     meta = {"classes": classes, "source": str(args.source), "source_sha256": sha, "model_name": cfg.name,
-            "layer": feature_layer(model), "data": what, "map": args.map}
+            "layer": feature_layer(model), "data": what, "map": args.map, "adaptations": adaptations}
     save_features(out, features, labels, meta, coords)
     print(f"wrote {out}: {len(features):,} x {features.shape[1]:,} features ({feature_layer(model)} of {cfg.name}) "
           f"of {what}")
@@ -97,9 +105,11 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                          "layer) of every image, with the model's own normalisation, and write them with their "
                          "labels and class names as a .safetensors file; draw them in 2-D (PCA or t-SNE), one "
                          "colour per class, as a PNG beside it. A linear classifier trained on them is the "
-                         "lectures' first recipe for reusing a network.",
+                         "lectures' first recipe for reusing a network. Data with other channels than the model's "
+                         "is read by adapting its first convolution (summed or replicated weights; printed).",
                          epilog=EXAMPLES["features"], formatter_class=formatter_class)
-    p.add_argument("source", metavar="SOURCE", help="a run folder, a .safetensors checkpoint or a zoo name")
+    p.add_argument("source", metavar="SOURCE", help="a run folder, a .safetensors checkpoint, a torchvision/timm state dict "
+                   "(.safetensors, .pth) or a zoo name")
     p.add_argument("--data", help="a dataset name, folder or CSV, as `convkit train --data` takes (default: the "
                    "run's own data)")
     p.add_argument("--data-dir", help="where named datasets are looked for")

@@ -39,7 +39,8 @@ from convkit.models.weights import CheckpointError, load_tensors, save_tensors
 from convkit.utils import shorten
 
 __all__ = ["FORMAT", "MAP_SIZE", "FeatureError", "cached_features", "data_fingerprint", "extract_features",
-           "feature_layer", "feature_map", "load_features", "plot_feature_map", "save_features", "weights_sha256"]
+           "feature_layer", "feature_map", "load_features", "model_source_sha256", "plot_feature_map", "save_features",
+           "weights_sha256"]
 
 FORMAT = "convkit-features-1"
 MAP_SIZE = (800, 640)  # (width, height) in pixels of the PNG `plot_feature_map` writes
@@ -178,6 +179,21 @@ def weights_sha256(model: nn.Module) -> str:
         h.update(name.encode())
         _hash_tensor(h, tensor)
     return h.hexdigest()
+
+
+def model_source_sha256(model: nn.Module) -> str:
+    """The SHA-256 of where a model's weights came from: its checkpoint or weights file (a run's, or a foreign
+    state dict), else its state dict (`weights_sha256`: a zoo model built in this process).
+
+    >>> model = convkit.models.reference.resolve_model("fastcnn")
+    >>> model_source_sha256(model) == weights_sha256(model)
+    True
+    """
+    from convkit.data.download import file_digest
+    from convkit.models.reference import model_cfg
+
+    checkpoint = model_cfg(model).checkpoint
+    return file_digest(checkpoint) if checkpoint else weights_sha256(model)
 
 
 # --- extraction ----------------------------------------------------------------------------------------------
@@ -357,7 +373,7 @@ def cached_features(model: nn.Module, source_sha256: str | None, dataset: Any, c
 
     Args:
         model: the network.
-        source_sha256: the SHA-256 of the source weights file; None: `weights_sha256(model)`.
+        source_sha256: the SHA-256 of the source weights file; None: `model_source_sha256(model)`.
         dataset: as `extract_features` takes.
         cache_dir: the cache folder (created if missing).
         batch_size, device, progress: as `extract_features` takes.
@@ -376,7 +392,7 @@ def cached_features(model: nn.Module, source_sha256: str | None, dataset: Any, c
     >>> torch.equal(first[0], second[0])
     True
     """
-    parts = {"source_sha256": source_sha256 or weights_sha256(model), "data": data_fingerprint(dataset),
+    parts = {"source_sha256": source_sha256 or model_source_sha256(model), "data": data_fingerprint(dataset),
              "transform": _transform(model, dataset), "layer": feature_layer(model), "format": FORMAT}
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     path = Path(cache_dir) / f"features-{key}.safetensors"
