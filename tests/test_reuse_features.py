@@ -249,3 +249,16 @@ def test_cli_adapts_a_3_channel_torchvision_resnet18_to_grey_images(tmp_path, ca
         want = net(x.expand(-1, 3, -1, -1))
     torch.testing.assert_close(features, want, rtol=1e-4, atol=1e-4)
     assert torch.equal(labels, test.labels[pick])
+
+
+def test_a_last_linear_that_never_runs_is_named():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.unused = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.body(x)
+
+    with pytest.raises(FeatureError, match=r"last Linear layer \(unused\) did not run"):
+        extract_features(Odd(), (torch.rand(3, 1, 2, 2), torch.arange(3)), progress=False)

@@ -287,6 +287,10 @@ def extract_features(model: nn.Module, dataset: Any, batch_size: int = 256, devi
                 else:
                     caught.clear()
                     model(x)
+                    if not caught:
+                        raise FeatureError(f"{type(model).__name__}: its last Linear layer "
+                                           f"({_last_linear(model)[0]}) did not run in forward; expected the "
+                                           "classifier's last layer to be the last Linear registered")
                     out = caught[-1]
                 features.append(out.reshape(len(x), -1).float().cpu())
                 labels.append(batch_labels.long().cpu())
