@@ -20,7 +20,7 @@ def run(capsys, *argv):
 @pytest.mark.parametrize("verb", [[], ["models"], ["summary"], ["train"], ["evaluate"], ["predict"], ["lr-find"],
                                   ["explain"], ["explain", "filters"], ["explain", "features"],
                                   ["explain", "attribution"], ["explain", "maximize"], ["kernel"], ["animate"],
-                                  ["report"]])
+                                  ["report"], ["features"]])
 def test_every_help_shows_an_example(verb, capsys):
     # in-process: a subprocess per verb spends seconds importing torch (test_console_script_is_installed runs one)
     with pytest.raises(SystemExit) as exit_info:

@@ -1,7 +1,8 @@
 """The ``convkit`` command: one subcommand per stage, each with an example in its ``--help``.
 
-This module imports the verb modules (``train_cmds``, ``explain_cmds``, ``kernel_cmds``, ``report_cmds``); they
-import only ``cli.common``. `main` is the one place that turns a user error into ``convkit: error: ...``.
+This module imports the verb modules (``train_cmds``, ``explain_cmds``, ``kernel_cmds``, ``report_cmds``,
+``features_cmds``); they import only ``cli.common``. `main` is the one place that turns a user error into
+``convkit: error: ...``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from convkit import __version__
-from convkit.cli import explain_cmds, kernel_cmds, report_cmds, train_cmds
+from convkit.cli import explain_cmds, features_cmds, kernel_cmds, report_cmds, train_cmds
 from convkit.cli.common import (  # noqa: F401  (CLIError, build_model: also imported from here by older code)
     FORMATTER,
     USER_ERRORS,
@@ -38,6 +39,7 @@ EXAMPLES = {
   convkit kernel edge photo.jpg        the Laplacian, before and after
   convkit animate --input 5 --kernel 3 --stride 2 --padding 1
   convkit report runs/NAME             one HTML page: metrics, plots, layers, filters, Grad-CAMs
+  convkit features runs/NAME --data D -o f.safetensors   a trained CNN's features of D, and their map
   convkit --debug summary my.yaml      on an error, the traceback instead of one line""",
     "models": """examples:
   convkit models
@@ -87,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="draw the layer stack as boxes sized by their feature maps")
     p.set_defaults(run=cmd_summary)
 
-    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds):
+    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds):
         module.register(verbs, fmt)
     return parser
 

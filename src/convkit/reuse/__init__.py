@@ -1,9 +1,11 @@
-"""Reusing a trained network: stages and freezing, per-stage learning rates, input and head adaptation.
+"""Reusing a trained network: stages and freezing, per-stage learning rates, input and head adaptation,
+feature extraction (cached) and its 2-D map.
 
 Imports nothing above :mod:`convkit.train` and :mod:`convkit.tasks` (see the layering in the README).
 """
 
 from convkit.reuse.adapt import Adaptation, AdaptError, adapt_head, adapt_input_channels
+from convkit.reuse.features import cached_features, extract_features
 from convkit.reuse.freeze import (
     FreezeError,
     FreezeRecord,
@@ -23,6 +25,8 @@ __all__ = [
     "adapt_head",
     "adapt_input_channels",
     "apply_bn_policy",
+    "cached_features",
+    "extract_features",
     "freeze",
     "model_stages",
     "param_groups",
