@@ -58,7 +58,7 @@ from convkit.inspect.memory import (
     training_memory,
 )
 from convkit.inspect.receptive import GLOBAL, ReceptiveField
-from convkit.inspect.trace import Trace, trace_model
+from convkit.inspect.trace import Trace, prepare_trace, trace_model
 from convkit.layers.shapes import ShapeWarning, format_pair, format_shape
 from convkit.utils import format_bytes
 
@@ -499,12 +499,13 @@ def summary(
     # eval-mode model, whose per-layer saved bytes then come from that pass
     # (that second pass records only module calls and saved bytes: the rows come from the first)
     mode = "training" if module.training else "eval"
+    prepared = prepare_trace(module, device, dtype)
     trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device,
-                        saved_tensors=module.training)
+                        saved_tensors=module.training, prepared=prepared)
     saved_trace = trace
     if not module.training:
         saved_trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device, training=True,
-                                  layers=False)
+                                  layers=False, prepared=prepared)
         calls: dict[tuple[int, int], int] = {}
         counts: dict[int, int] = {}
         for frame in saved_trace.frames:

@@ -350,6 +350,16 @@ class _Tracer(TorchDispatchMode):
             return
         packet = func.overloadpacket
         first_rf, first = known[0]
+        if (len(known) == 1 and first_rf[6] and packet not in _MOVES and outputs[0].shape == first.shape
+                and _hw_at(first, first_rf[8]) is not None):
+            # one map in, the same shape out (batch norm, dropout, an elementwise operator): the same field, as
+            # the general rule below gives; its 1-D side outputs (batch statistics) are no map and nothing reads them
+            for t in outputs:
+                if t.shape == first.shape:
+                    rf_map[id(t)] = first_rf
+                elif t.dim() > 1:
+                    rf_map[id(t)] = self._generic(func, known, t, self.stack[-1].name if self.stack else "")
+            return
         new = None
         nchw = first_rf[6] and first_rf[8] == R.NCHW and _hw(first)
         if packet is aten.convolution and nchw and len(args[1].shape) == 4:
@@ -444,6 +454,8 @@ _POOLS = {aten.max_pool2d_with_indices, aten.max_pool2d, aten.avg_pool2d, aten.a
           aten.max_pool3d_with_indices}
 _ADAPTIVE = {aten._adaptive_avg_pool2d, aten.adaptive_max_pool2d, aten._adaptive_avg_pool3d}
 _PADS = {aten.constant_pad_nd, aten.reflection_pad2d, aten.replication_pad2d}
+# operators that move positions (their own rules in _receptive), never taken as "same shape, same field"
+_MOVES = {aten.convolution, aten.slice, aten.permute, aten.transpose, *_POOLS, *_ADAPTIVE, *_PADS}
 
 
 def _pool_rf(packet, rf, args) -> tuple:
@@ -559,47 +571,37 @@ def _set_training(module: nn.Module, mode: bool) -> None:
         module.training = mode
 
 
-def trace_model(
-    model: nn.Module,
-    input_size: tuple[int, ...],
-    batch: int = 2,
-    dtype: torch.dtype | None = None,
-    device: str | torch.device = "meta",
-    names: dict[int, str] | None = None,
-    training: bool | None = None,
-    saved_tensors: bool = True,
-    layers: bool = True,
-) -> Trace:
-    """Run ``model`` once on a batch of ``batch`` inputs of per-sample shape ``input_size``, instrumented.
+@dataclass
+class PreparedTrace:
+    """What a pass needs of the model, found once and shared by the passes of one summary (see `prepare_trace`)."""
+
+    model: nn.Module
+    key: tuple
+    names: dict[int, str]
+    modules: list[nn.Module]
+    owners: dict[int, nn.Module]
+    dtype_in: torch.dtype
+    swaps: list[tuple[dict, str, Any]]
+
+
+def prepare_trace(model: nn.Module, device: str | torch.device = "meta", dtype: torch.dtype | None = None,
+                  names: dict[int, str] | None = None) -> PreparedTrace:
+    """The module names, parameter owners, input dtype and meta stand-ins of ``model``, for `trace_model`.
 
     Args:
-        model: any ``nn.Module``; left unchanged (parameters, buffers, hooks, train/eval flags).
-        input_size: per-sample input shape, e.g. ``(3, 224, 224)``.
-        batch: samples in the traced batch (2: batch norm in training mode needs more than one value
-            per channel; per-sample figures are divided by it).
-        dtype: dtype of the input and of floating parameters; ``None`` keeps the model's (on a real
-            device it must be the model's own).
-        device: ``"meta"`` (default, no memory, no compute), or a real device for a model whose
-            forward needs values; then the real parameters are used and buffers are restored after.
-        names: module id -> qualified name; computed when ``None``.
-        training: ``None`` (default) runs each module in the mode it is in (an eval-mode GoogLeNet skips its
-            auxiliary heads); ``True`` or ``False`` set every module's mode for the pass (restored after).
-        saved_tensors: measure what autograd saves for backward (``saved_tensors_hooks``); ``False`` leaves
-            ``saved_bytes`` at 0 (autograd still runs, so that every code path is the one training takes).
-        layers: the per-operator bookkeeping (output shapes, multiply-adds, receptive fields, liveness);
-            ``False`` records only module calls and their saved bytes, for a second pass that needs no more.
+        model, device, dtype, names: as for `trace_model`.
 
     Returns:
-        A :class:`Trace`.
+        A `PreparedTrace`; valid while the model's modules and parameters stay as they are.
 
     Raises:
-        ShapeError: a layer cannot take its input (named, with its input shape and the formula).
-        MetaUnsupportedError: the forward needs real values on the meta device.
+        ValueError: on a real device, a ``dtype`` other than the model's; a lazy module not built yet.
 
     Example:
         >>> import torchvision
-        >>> trace = trace_model(torchvision.models.resnet18(), (3, 224, 224))
-        >>> trace.macs_total // trace.batch
+        >>> model = torchvision.models.resnet18()
+        >>> prepared = prepare_trace(model)
+        >>> trace_model(model, (3, 224, 224), prepared=prepared).macs_total // 2
         1814073344
     """
     device = torch.device(device)
@@ -623,7 +625,61 @@ def trace_model(
     if not meta and dtype is not None and any(p.is_floating_point() and p.dtype != dtype for p in params):
         raise ValueError(f"dtype={dtype} differs from the model's: on a real device convkit runs the model "
                          f"as it is; use the meta device to change the dtype")
-    swaps = _swaps(modules, meta, dtype)
+    return PreparedTrace(model, (meta, dtype), names, modules, owners, dtype_in, _swaps(modules, meta, dtype))
+
+
+def trace_model(
+    model: nn.Module,
+    input_size: tuple[int, ...],
+    batch: int = 2,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "meta",
+    names: dict[int, str] | None = None,
+    training: bool | None = None,
+    saved_tensors: bool = True,
+    layers: bool = True,
+    prepared: PreparedTrace | None = None,
+) -> Trace:
+    """Run ``model`` once on a batch of ``batch`` inputs of per-sample shape ``input_size``, instrumented.
+
+    Args:
+        model: any ``nn.Module``; left unchanged (parameters, buffers, hooks, train/eval flags).
+        input_size: per-sample input shape, e.g. ``(3, 224, 224)``.
+        batch: samples in the traced batch (2: batch norm in training mode needs more than one value
+            per channel; per-sample figures are divided by it).
+        dtype: dtype of the input and of floating parameters; ``None`` keeps the model's (on a real
+            device it must be the model's own).
+        device: ``"meta"`` (default, no memory, no compute), or a real device for a model whose
+            forward needs values; then the real parameters are used and buffers are restored after.
+        names: module id -> qualified name; computed when ``None``.
+        training: ``None`` (default) runs each module in the mode it is in (an eval-mode GoogLeNet skips its
+            auxiliary heads); ``True`` or ``False`` set every module's mode for the pass (restored after).
+        saved_tensors: measure what autograd saves for backward (``saved_tensors_hooks``); ``False`` leaves
+            ``saved_bytes`` at 0 and runs without autograd (and without ``nn.MultiheadAttention``'s inference
+            fast path, so that attention takes the operators training takes).
+        layers: the per-operator bookkeeping (output shapes, multiply-adds, receptive fields, liveness);
+            ``False`` records only module calls and their saved bytes, for a second pass that needs no more.
+        prepared: `prepare_trace`'s result for this model, device and dtype, to share between passes.
+
+    Returns:
+        A :class:`Trace`.
+
+    Raises:
+        ShapeError: a layer cannot take its input (named, with its input shape and the formula).
+        MetaUnsupportedError: the forward needs real values on the meta device.
+
+    Example:
+        >>> import torchvision
+        >>> trace = trace_model(torchvision.models.resnet18(), (3, 224, 224))
+        >>> trace.macs_total // trace.batch
+        1814073344
+    """
+    device = torch.device(device)
+    meta = device.type == "meta"
+    if prepared is None or prepared.model is not model or prepared.key != (meta, dtype):
+        prepared = prepare_trace(model, device, dtype, names)
+    names, modules, owners, dtype_in, swaps = (prepared.names, prepared.modules, prepared.owners,
+                                               prepared.dtype_in, prepared.swaps)
 
     frames: list[Frame] = []
     saved: dict[int, int] = {}
@@ -712,9 +768,14 @@ def trace_model(
 
             caught = stack.enter_context(warnings.catch_warnings(record=True))
             warnings.simplefilter("always", ShapeWarning)
-            stack.enter_context(torch.enable_grad())
             if saved_tensors:
+                stack.enter_context(torch.enable_grad())
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+            else:  # no graph to record; attention keeps the path training takes, not inference's fused one
+                stack.enter_context(torch.no_grad())
+                fastpath = torch.backends.mha.get_fastpath_enabled()
+                torch.backends.mha.set_fastpath_enabled(False)
+                stack.callback(torch.backends.mha.set_fastpath_enabled, fastpath)
             handles = [nn.modules.module.register_module_forward_pre_hook(pre_hook),
                        nn.modules.module.register_module_forward_hook(post_hook)]
             for h in handles:
