@@ -264,6 +264,22 @@ def test_bad_files_say_what_was_found(tmp_path):
         read_state_dict(tmp_path / "cut.pt")
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         read_state_dict(tmp_path / "nope.pth")
+    # junk reaches the weights-only unpickler as KeyError, IndexError, ...: always one CheckpointError naming it
+    generator = torch.Generator().manual_seed(0)
+    for i, junk in enumerate([b"junk\n", *(bytes(torch.randint(0, 256, (n,), generator=generator).tolist())
+                                         for n in (1, 7, 64, 300, 300, 300))]):
+        (tmp_path / f"j{i}.pth").write_bytes(junk)
+        with pytest.raises(CheckpointError, match=rf"j{i}\.pth: (refused|not a file torch\.save wrote)"):
+            read_state_dict(tmp_path / f"j{i}.pth")
+
+
+def test_the_cli_names_a_junk_weights_file(tmp_path, capsys):
+    from convkit.cli.main import main
+
+    (tmp_path / "bad.pth").write_bytes(b"junk\n")
+    assert main(["summary", str(tmp_path / "bad.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convkit: error: ") and "bad.pth" in err and len(err.strip().splitlines()) == 1
 
 
 def test_resolve_model_loads_a_foreign_state_dict(resnet18_file):

@@ -111,8 +111,8 @@ def _torch_load(path: Path):
                               f"containers, and stopped at {_unpickler_reason(err)}; nothing in the file was run "
                               "(convkit never unpickles files, which can run arbitrary code). Re-save a trusted "
                               "state dict alone (torch.save(model.state_dict(), f)) or as .safetensors") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as err:
-        if isinstance(err, FileNotFoundError):
+    except Exception as err:  # noqa: BLE001 - junk bytes reach the weights-only unpickler as KeyError, IndexError...
+        if isinstance(err, (FileNotFoundError, MemoryError)):
             raise
         raise CheckpointError(f"{path}: not a file torch.save wrote, or a damaged one: "
                               f"{shorten(' '.join(str(err).split()), 200)}") from None
