@@ -383,9 +383,9 @@ def _last_feature_map(trace: Trace):
     """The module call that returned the last feature map before global pooling: the model's receptive field.
 
     Global and adaptive pooling do not count, since they make every field the whole input. Containers count
-    (an Inception module's output is the union of its branches, which no single layer returns). A map whose positions convkit could not follow (ViT's and
-    Swin's tokens) counts too, so that the field is reported as unknown with its reason there, not as the
-    number of an earlier map.
+    (an Inception module's output is the union of its branches, which no single layer returns). A map whose
+    positions convkit could not follow (ViT's and Swin's tokens) counts too, so that the field is reported as
+    unknown with its reason there, not as the number of an earlier map.
     """
     best = None
     for frame in trace.frames:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -710,7 +711,10 @@ def trace_model(
         if not stack or stack[-1].module is not module:
             return  # a module called outside the traced forward
         frame = stack.pop()
-        outs = [output] if (layers and isinstance(output, tensor)) else (_tensors(output) if layers else ())
+        frame.finished = next(finish_order)
+        if not layers:
+            return
+        outs = [output] if isinstance(output, tensor) else _tensors(output)
         if outs:
             frame.output_shapes = [tuple(t.shape) for t in outs]
             numel = [t.numel() for t in outs]
@@ -725,7 +729,6 @@ def trace_model(
                 if (rf is not None and rf[6] and -1 not in rf[8] and outs[0].shape[:-1] == args[0].shape[:-1]):
                     tracer.rf[id(outs[0])] = rf
             frame.rf = tracer.rf.get(id(outs[0]))
-        frame.finished = next(finish_order)
 
     def pack(t: torch.Tensor):
         k = tracer.keys.get(id(t))
@@ -745,8 +748,9 @@ def trace_model(
     try:
         with ExitStack() as stack:
             undo = _apply(swaps)
-            state_ids = {id(t) for m in modules for store in (m._parameters, m._buffers)
-                         for t in store.values() if t is not None}
+            state = [t for m in modules for store in (m._parameters, m._buffers) for t in store.values()
+                     if t is not None]
+            state_ids = {id(t) for t in state}
             # stand-ins swapped in for the parameters: their owners by the stand-in's id
             owner_ids = {id(new): owners[id(old)] for (_, _, new), (_, _, old) in zip(swaps, undo)
                          if new is not None and id(old) in owners}
@@ -754,8 +758,7 @@ def trace_model(
             tracer = _Tracer(fast=meta, state_ids=state_ids, batch=batch, owners=owners, frames=frames,
                              names=names, layers=layers)
             if not layers:  # no operator reads them into ``excluded``: every parameter and buffer storage now
-                tracer.excluded.update(_key(t) for m in modules for store in (m._parameters, m._buffers)
-                                       for t in store.values() if t is not None)
+                tracer.excluded.update(_key(t) for t in state)
             if meta:
                 x = torch.empty((batch, *input_size), dtype=dtype_in, device="meta")
             else:
@@ -818,6 +821,36 @@ def trace_model(
         warnings=seen_warnings,
         input_key=input_key,
     )
+
+
+def fit_error(model: nn.Module, input_shape: Sequence[int], training: bool | None = None) -> ShapeError | None:
+    """Why ``model`` cannot take inputs of per-sample shape ``input_shape``, found by one pass on the meta device.
+
+    Milliseconds, before any real work, where the first real batch would end in a torch traceback.
+
+    Args:
+        model: any ``nn.Module``; left unchanged.
+        input_shape: per-sample input shape, e.g. ``(1, 28, 28)``.
+        training: as for `trace_model` (``True``: as training runs it, auxiliary heads included).
+
+    Returns:
+        The `ShapeError` naming the layer, its input shape and the formula; ``None`` when the model fits, or when
+        its forward needs real values (the meta device cannot tell; the first real batch will).
+
+    Example:
+        >>> import convkit
+        >>> print(fit_error(convkit.create_model("lenet5"), (1, 32, 32)))
+        None
+        >>> fit_error(convkit.create_model("lenet5"), (1, 8, 8)) is not None
+        True
+    """
+    try:
+        trace_model(model, tuple(input_shape), training=training)
+    except MetaUnsupportedError:
+        return None
+    except ShapeError as err:
+        return err
+    return None
 
 
 def _wrap(err: Exception, stack: list[Frame]) -> Exception:

@@ -212,8 +212,7 @@ def _prepare(model: nn.Module, images: torch.Tensor, device: torch.device) -> to
 def _check_fit(model: nn.Module, images: torch.Tensor, source: str) -> None:
     """Channels the model does not take, or images too small for its layers: one line naming both, found by
     a trace on the meta device (milliseconds) instead of a torch traceback from the first batch."""
-    from convkit.inspect.trace import MetaUnsupportedError, trace_model
-    from convkit.layers.shapes import ShapeError
+    from convkit.inspect.trace import fit_error
     from convkit.models.reference import model_cfg
 
     name = model_cfg(model).name
@@ -222,11 +221,8 @@ def _check_fit(model: nn.Module, images: torch.Tensor, source: str) -> None:
         raise FeatureError(f"{source}: images with {images.shape[1]} channel(s), but the model {name!r} takes "
                            f"{shape[0]}; adapt its first layer first (convkit.finetune does), or load the data "
                            "with that many channels")
-    try:
-        trace_model(model, tuple(images.shape[1:]), training=False)
-    except MetaUnsupportedError:  # a forward that needs real values: the first batch will tell
-        return
-    except ShapeError as err:
+    err = fit_error(model, images.shape[1:], training=False)
+    if err is not None:
         raise FeatureError(f"{source}: the model {name!r} cannot take its {'x'.join(map(str, images.shape[1:]))} "
                            f"images: {err}") from None
 

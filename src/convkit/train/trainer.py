@@ -213,14 +213,11 @@ def run_data(config: TrainConfig | dict, split: str = "test", **changes) -> tupl
 def _check_fit(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> None:
     """Refuses a model that cannot take the data's images, before any work: one trace on the meta device
     (milliseconds) names the layer and its formula, where the first step would end in a torch traceback."""
-    from convkit.inspect.trace import MetaUnsupportedError, trace_model
+    from convkit.inspect.trace import fit_error
     from convkit.layers.shapes import ShapeError
 
-    try:
-        trace_model(model, tuple(input_shape), training=True)  # as training will run it (auxiliary heads)
-    except MetaUnsupportedError:  # a forward that needs real values: the first step will tell
-        return
-    except ShapeError as err:
+    err = fit_error(model, input_shape, training=True)  # as training will run it (auxiliary heads)
+    if err is not None:
         made_for = getattr(getattr(model, "model_cfg", None), "input_shape", None)
         hint = (f"; it was made for {'x'.join(map(str, made_for))} inputs" if made_for
                 and tuple(made_for) != tuple(input_shape) else "")
