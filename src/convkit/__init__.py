@@ -33,10 +33,10 @@ from convkit.models import (
     resolve_model,
 )
 from convkit.tasks.classification import evaluate, predict
-from convkit.train import TrainConfig, Trainer, load_checkpoint, train
+from convkit.train import FinetuneConfig, TrainConfig, Trainer, finetune, load_checkpoint, train
 
 __version__ = "0.1.0"
 __all__ = [
-    "Sequential", "TrainConfig", "Trainer", "create_model", "evaluate", "layers", "list_models", "load_checkpoint",
+    "FinetuneConfig", "Sequential", "TrainConfig", "Trainer", "create_model", "evaluate", "finetune", "layers", "list_models", "load_checkpoint",
     "load_model_file", "model_info", "predict", "resolve_model", "summary", "train", "__version__",
 ]

@@ -1,4 +1,4 @@
-"""The ``convkit train``, ``evaluate``, ``predict`` and ``lr-find`` verbs (registered by ``cli.main``).
+"""The ``convkit train``, ``finetune``, ``evaluate``, ``predict`` and ``lr-find`` verbs (registered by ``cli.main``).
 
 The options of ``train`` and ``lr-find`` are generated from the fields of `convkit.train.TrainConfig` (their help,
 group, choices and flags are declared with `convkit.train.config.opt`); options left out keep the config file's
@@ -38,6 +38,15 @@ EXAMPLES = {
   convkit train --resume runs/fastcnn-20250101-120000      continue after Ctrl-C, SIGTERM or kill -9
   convkit train --config runs/fastcnn-20250101-120000/config.yaml --name again    repeat a run
   torchrun --nproc_per_node=2 -m convkit train resnet20 --data cifar10   several GPUs or processes""",
+    "finetune": """examples:
+  convkit train --data fashion-mnist --data-dir ../shared/data --epochs 3 --name fmnist    a source to reuse
+  convkit finetune runs/fmnist --data digits --strategy features      a classifier on its cached features
+  convkit finetune runs/fmnist --data digits --strategy finetune --head-epochs 2 --epochs 6 --lr-decay 0.5
+  convkit finetune runs/fmnist --data digits --strategy gradual --epochs 6 --bn train
+  convkit finetune resnet18.pth --data photos/ --strategy head        torchvision weights (weights_only)
+  convkit finetune --weights resnet18.IMAGENET1K_V1 --data photos/    downloaded once, checksum checked
+  convkit finetune lenet5 --data digits --strategy head               untrained: the from-scratch baseline
+  convkit finetune --resume runs/fmnist-ft                             continue, in any phase""",
     "evaluate": """examples:
   convkit evaluate runs/fastcnn-20250101-120000             on the run's own test set (what it reported)
   convkit evaluate runs/fastcnn-20250101-120000/last.safetensors --data fashion-mnist --json
@@ -158,13 +167,14 @@ def config_overrides(args: argparse.Namespace, config_class: type | None = None)
     return {f.name: getattr(args, f.name) for f in fields(config_class or TrainConfig) if hasattr(args, f.name)}
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, config_class: type | None = None):
     from convkit.train import TrainConfig
 
+    config_class = config_class or TrainConfig
     if args.config and not Path(args.config).is_file():
         raise CLIError(f"--config {args.config}: no such file (give a YAML file such as a run's config.yaml)")
-    base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-    return base.replace(**config_overrides(args))
+    base = config_class.from_yaml(args.config) if args.config else config_class()
+    return base.replace(**config_overrides(args, config_class))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -180,6 +190,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         result = train(_config(args), find_lr=args.find_lr)  # a NaN loss: NonFiniteLossError, exit code 1
     if result.run_dir is None:  # a torchrun rank other than 0
+        return 0
+    if result.stopped == "interrupted":
+        return 128 + int(result.signal or signal.SIGINT)
+    _print_summary(result)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from convkit.train import finetune
+    from convkit.train.config import FinetuneConfig
+    from convkit.train.trainer import RESUMABLE_OVERRIDES
+
+    if args.resume:
+        given = set(config_overrides(args, FinetuneConfig)) - set(RESUMABLE_OVERRIDES)
+        if given or args.config:
+            drop = ", ".join(sorted(given)) or "--config"
+            raise CLIError(f"--resume continues a run with its own config; drop {drop}")
+        result = finetune(resume=args.resume, **{k: getattr(args, k) for k in RESUMABLE_OVERRIDES if k in args})
+    else:
+        config = _config(args, FinetuneConfig)
+        if config.model is None and not config.weights:
+            raise CLIError("give SOURCE (a run folder, checkpoint, weights file or zoo name) or --weights NAME; "
+                           "see convkit finetune --help")
+        result = finetune(config=config)
+    if result.run_dir is None:
         return 0
     if result.stopped == "interrupted":
         return 128 + int(result.signal or signal.SIGINT)
@@ -290,6 +325,22 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
     p.add_argument("--find-lr", action="store_true", help="run the learning-rate finder first and use its suggestion")
     p.set_defaults(run=cmd_train)
+
+    from convkit.train.config import FinetuneConfig
+
+    p = verbs.add_parser("finetune", help="reuse a trained network on new data: features, head, finetune, gradual",
+                         description="Reuse a trained network (a run, a checkpoint, torchvision/timm weights) on "
+                         "new data, on the training engine: its input channels, input size and classes are "
+                         "adapted (each change printed), then --strategy features (a classifier on cached "
+                         "features), head (a new head on the frozen body), finetune (the head, then unfrozen "
+                         "stages at a smaller rate) or gradual (stages unfrozen one by one). The run folder "
+                         "also holds finetune.json: the source's SHA-256, the adaptations, which parameters "
+                         "were frozen in each phase and each group's learning rate per epoch. --resume "
+                         "continues (bit-identical on CPU), in any phase.",
+                         epilog=EXAMPLES["finetune"], formatter_class=fmt)
+    add_train_arguments(p, FinetuneConfig)
+    p.add_argument("--resume", metavar="RUN", help="continue the fine-tuning run in this folder")
+    p.set_defaults(run=cmd_finetune)
 
     p = verbs.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix, worst examples",
                          description="Evaluate a checkpoint: top-1/top-5 accuracy, per-class precision and recall, "

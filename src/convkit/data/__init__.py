@@ -44,7 +44,7 @@ from convkit.data.augment import (
     warp,
 )
 from convkit.data.cifar import find_layout, load_cifar, safe_unpickle
-from convkit.data.default import DEFAULT_NAME, load_default
+from convkit.data.default import DEFAULT_NAME, DIGITS_NAME, load_default, load_digits
 from convkit.data.download import download, extract_tar, file_digest
 from convkit.data.errors import DataFormatError, DatasetNotFoundError, DownloadError, LabelError
 from convkit.data.folder import (
@@ -78,9 +78,9 @@ def list_datasets() -> list[str]:
 
     Example:
         >>> list_datasets()
-        ['default', 'mnist', 'fashion-mnist', 'cifar10', 'cifar100']
+        ['default', 'digits', 'mnist', 'fashion-mnist', 'cifar10', 'cifar100']
     """
-    return ["default", *REGISTRY]
+    return ["default", DIGITS_NAME, *REGISTRY]
 
 
 def _whole_collection(path: Path, split: str) -> None:
@@ -142,7 +142,7 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
                  progress: bool = True) -> ImageTensorDataset | ImageFileDataset:
     """Loads a dataset by name or path: in memory as uint8 (N, C, H, W), or streaming if too large.
 
-    Accepted: "default" (the built-in Fashion-MNIST subset); "mnist", "fashion-mnist", "cifar10", "cifar100"
+    Accepted: "default" (the built-in Fashion-MNIST subset); "digits" (scikit-learn's real scans, 28x28); "mnist", "fashion-mnist", "cifar10", "cifar100"
     (searched in data_dir, $CONVKIT_DATA, ~/.cache/convkit/data, /usr/share/datasets; downloaded with
     `download=True`); a folder of IDX files; a CIFAR batches folder; an IDX images file (labels beside it);
     a folder with one subfolder of images per class (optionally under train/ and test/); a CSV of path,label.
@@ -189,6 +189,8 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
 def _load(name_or_path, split, data_dir, download, progress, classes, options):
     if isinstance(name_or_path, str) and name_or_path.lower() in ("default", DEFAULT_NAME):
         return load_default(split)
+    if isinstance(name_or_path, str) and name_or_path.lower() == DIGITS_NAME:
+        return load_digits(split)
     spec = resolve_name(name_or_path) if isinstance(name_or_path, str) else None
     if spec is not None:
         return load_named(spec, split, data_dir, download, progress)
@@ -306,7 +308,7 @@ def load_eval_data(name_or_path: str | os.PathLike, split: str = "test",
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     path = Path(name_or_path).expanduser()
-    named = isinstance(name_or_path, str) and (name_or_path.lower() in ("default", DEFAULT_NAME)
+    named = isinstance(name_or_path, str) and (name_or_path.lower() in ("default", DEFAULT_NAME, DIGITS_NAME)
                                                or resolve_name(name_or_path) is not None)
     if named or not path.exists():  # a name, or a missing path: load_dataset says which
         dataset = load_dataset(name_or_path, split, data_dir, download, progress=progress, **options)
@@ -327,7 +329,7 @@ __all__ = [
     "ImageFileDataset", "ImageSurvey", "ImageTensorDataset", "LabelError", "MAX_IMAGE_PIXELS", "MAX_LABEL_NUMBER",
     "MEMORY_BUDGET", "NamedDataset", "REGISTRY", "StreamBatches", "affine_matrix",
     "channel_shift", "check_image_file", "check_labels", "cutmix", "decode_image", "download", "extract_tar", "file_digest",
-    "find_idx_pair", "find_layout", "list_datasets", "load_cifar", "load_dataset", "load_default", "load_files",
+    "find_idx_pair", "find_layout", "list_datasets", "load_cifar", "load_dataset", "load_default", "load_digits", "load_files",
     "load_eval_data", "load_idx_pair", "load_named", "match_classes", "mixed_cross_entropy", "mixup",
     "open_image", "parse_classes", "random_affine", "random_crop", "random_erasing", "random_flip",
     "read_class_list", "read_csv", "read_header", "read_idx", "report_skipped", "resolve_name",

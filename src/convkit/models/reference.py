@@ -164,6 +164,14 @@ def build_from_spec(spec: dict, meta: bool = False) -> nn.Module:
     from convkit.models.modelfile import parse_model_file
 
     kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind in ("zoo", "file") and spec.get("adapt"):  # a fine-tuned model: the source's, then its adaptations
+        from convkit.reuse.adapt import AdaptError, replay_adaptations  # above models: imported on use only
+
+        base = _without_adapt(spec)
+        try:
+            return replay_adaptations(build_from_spec(base, meta=meta), spec["adapt"])
+        except AdaptError as err:
+            raise CheckpointError(f"the checkpoint's model spec: {err}") from None
     if kind == "zoo":
         return _sized(lambda: build_zoo_model(spec["name"], num_classes=spec.get("num_classes"),
                                               in_channels=spec.get("in_channels"), **spec.get("kwargs", {})),
@@ -176,6 +184,10 @@ def build_from_spec(spec: dict, meta: bool = False) -> nn.Module:
         raise CheckpointError(f"the checkpoint's model ({spec.get('class', 'a Python module')}) was built in "
                               "Python; pass model= (an instance of the same architecture) to load its weights")
     raise CheckpointError(f"the checkpoint's model spec is not one convkit can rebuild: {str(spec)[:200]}")
+
+
+def _without_adapt(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k != "adapt"}
 
 
 class ModelTooLargeError(ValueError, ConvkitError):

@@ -32,8 +32,9 @@ from convkit.errors import ConvkitError
 from convkit.inspect.fastmeta import FastMetaMode
 from convkit.models.base import spread_input_channels
 from convkit.models.reference import ModelCfg, model_cfg
+from convkit.utils import shorten
 
-__all__ = ["AdaptError", "Adaptation", "adapt_head", "adapt_input_channels"]
+__all__ = ["AdaptError", "Adaptation", "adapt_head", "adapt_input_channels", "replay_adaptations"]
 
 HEAD_MODES = ("pool", "rebuild")
 
@@ -246,7 +247,7 @@ def _map_size(features: int, channels: int, reference: tuple | None) -> tuple[in
 
 
 def adapt_head(model: nn.Module, num_classes: int | None, input_shape: Sequence[int] | None = None,
-               mode: str = "pool") -> list[Adaptation]:
+               mode: str = "pool", new_head: bool = False) -> list[Adaptation]:
     """Fits the head of ``model`` to a new input size and class count.
 
     The input size: when the head's first linear layer reads a flattened map of a fixed size (LeNet-5, a
@@ -263,6 +264,8 @@ def adapt_head(model: nn.Module, num_classes: int | None, input_shape: Sequence[
         input_shape: ``(C, H, W)`` of the new images (None: keep the size); C is not changed here (see
             :func:`adapt_input_channels`).
         mode: ``"pool"`` or ``"rebuild"``.
+        new_head: replace the classifier even when it already has ``num_classes`` outputs (new data whose
+            classes are other ones: the old class scores mean nothing there).
 
     Returns:
         The :class:`Adaptation` list (empty when nothing had to change).
@@ -289,7 +292,7 @@ def adapt_head(model: nn.Module, num_classes: int | None, input_shape: Sequence[
         size = (channels, int(input_shape[1]), int(input_shape[2]))
         changes += _adapt_size(model, size, cfg, mode)
     if num_classes is not None:
-        change = _adapt_classes(model, num_classes)
+        change = _adapt_classes(model, num_classes, new_head)
         if change is not None:
             changes.append(change)
     if input_shape is not None:
@@ -354,12 +357,12 @@ def _adapt_size(model: nn.Module, size: tuple[int, int, int], cfg: ModelCfg | No
     return [change]
 
 
-def _adapt_classes(model: nn.Module, num_classes: int) -> Adaptation | None:
+def _adapt_classes(model: nn.Module, num_classes: int, force: bool = False) -> Adaptation | None:
     if hasattr(model, "reset_classifier") and hasattr(model, "get_classifier"):
         name = model.classifier_name
         old_layer = model.get_classifier()
         old = getattr(model, "num_classes", None)
-        if old == num_classes:
+        if old == num_classes and not force:
             return None
         model.reset_classifier(num_classes)
         new_layer = model.get_classifier()
@@ -369,7 +372,7 @@ def _adapt_classes(model: nn.Module, num_classes: int) -> Adaptation | None:
             raise AdaptError(f"{type(model).__name__} has no classifier to replace (no reset_classifier, no Linear)")
         name, old_layer = linears[-1]
         old = old_layer.out_features
-        if old == num_classes:
+        if old == num_classes and not force:
             return None
         new_layer = nn.Linear(old_layer.in_features, num_classes, bias=old_layer.bias is not None)
         new_layer = new_layer.to(device=old_layer.weight.device, dtype=old_layer.weight.dtype)
@@ -377,7 +380,9 @@ def _adapt_classes(model: nn.Module, num_classes: int) -> Adaptation | None:
     cfg = _model_cfg(model)
     if cfg is not None:
         _set_cfg(model, num_classes=num_classes, classes=None, spec_num_classes=num_classes)
-    text = f"classes {old} -> {num_classes}: {name} {_describe(old_layer)} replaced by a new {_describe(new_layer)}"
+    why = " (other classes than the source's)" if old == num_classes else ""
+    text = (f"classes {old} -> {num_classes}{why}: {name} {_describe(old_layer)} replaced by a new "
+            f"{_describe(new_layer)}")
     return Adaptation("classes", name, old, num_classes, text)
 
 
@@ -387,3 +392,51 @@ def _describe(layer: nn.Module) -> str:
     if isinstance(layer, nn.Conv2d):
         return f"Conv2d({layer.in_channels} -> {layer.out_channels}, {layer.kernel_size[0]}x{layer.kernel_size[1]})"
     return type(layer).__name__
+
+
+def replay_adaptations(model: nn.Module, adaptations: Sequence[dict]) -> nn.Module:
+    """Makes the layer changes of recorded input-size adaptations again, on a model just built from its spec.
+
+    A checkpoint of an adapted model records its architecture as the source's spec (with the new class count
+    and input channels, which the builder takes) plus the ``input_size`` adaptations (``Adaptation.to_dict()``),
+    which no builder argument expresses: an inserted pool or a rebuilt linear layer. This repeats exactly those
+    changes, from the recorded names and sizes (no shape pass), so the checkpoint's weights load.
+
+    Args:
+        model: the model built from the spec (any device, the meta device too).
+        adaptations: the recorded dicts; kinds other than ``input_size`` are skipped.
+
+    Returns:
+        ``model``, changed in place.
+
+    Raises:
+        AdaptError: a record that names a layer the model lacks, or lacks its sizes.
+
+    >>> model = convkit.create_model("lenet5")
+    >>> records = [a.to_dict() for a in adapt_head(model, None, (1, 64, 64))]
+    >>> rebuilt = replay_adaptations(convkit.create_model("lenet5"), records)
+    >>> rebuilt(torch.zeros(1, 1, 64, 64)).shape
+    torch.Size([1, 10])
+    """
+    for record in adaptations:
+        if not isinstance(record, dict) or record.get("kind") != "input_size":
+            continue
+        details, layer = record.get("details") or {}, record.get("layer")
+        size = record.get("after")
+        try:
+            if "inserted" in details:
+                target = tuple(int(v) for v in details["output_size"])
+                _insert_after(model, str(layer), "adapt_pool", nn.AdaptiveAvgPool2d(target))
+            elif "rebuilt" in details:
+                old = model.get_submodule(str(details["rebuilt"]))
+                new = nn.Linear(int(details["in_features"][1]), old.out_features, bias=old.bias is not None)
+                model.set_submodule(str(details["rebuilt"]), new.to(device=old.weight.device,
+                                                                    dtype=old.weight.dtype))
+            else:
+                raise KeyError("inserted or rebuilt")
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as err:
+            raise AdaptError(f"a recorded adaptation does not fit {type(model).__name__}: {shorten(record)} "
+                             f"({err})") from None
+        if hasattr(model, "build") and getattr(model, "input_shape", None) is not None and size:
+            model.build(tuple(int(v) for v in size))
+    return model

@@ -13,7 +13,7 @@ prediction live in `convkit.tasks.classification` and are importable from here a
 # task.py) never import a task.
 from convkit.models.reference import Checkpoint, load_checkpoint
 from convkit.models.weights import CheckpointError, read_header
-from convkit.train.config import TrainConfig
+from convkit.train.config import FinetuneConfig, TrainConfig
 from convkit.train.evaluate import (
     EvalResult,
     classification_metrics,
@@ -21,6 +21,7 @@ from convkit.train.evaluate import (
     predict_dataset,
     predict_logits,
 )
+from convkit.train.finetune import FinetuneTrainer, finetune  # noqa: E402  (after the engine it extends)
 from convkit.train.lr_finder import LRFinderResult, lr_sweep, suggest_lr
 from convkit.train.predict import Prediction, predict
 from convkit.train.settings import torch_settings
@@ -28,8 +29,8 @@ from convkit.train.task import Task, get_task, list_tasks, register_task
 from convkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, load_test_data, train
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "EvalResult", "LRFinderResult", "NonFiniteLossError", "Prediction", "Task",
-    "TrainConfig", "TrainResult", "Trainer", "classification_metrics", "evaluate", "get_task", "list_tasks",
+    "Checkpoint", "CheckpointError", "EvalResult", "FinetuneConfig", "FinetuneTrainer", "LRFinderResult", "NonFiniteLossError", "Prediction", "Task",
+    "TrainConfig", "TrainResult", "Trainer", "classification_metrics", "evaluate", "finetune", "get_task", "list_tasks",
     "load_checkpoint", "load_test_data", "lr_sweep", "predict", "predict_dataset", "predict_logits", "read_header",
     "register_task", "suggest_lr", "torch_settings", "train",
 ]

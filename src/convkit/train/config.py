@@ -86,7 +86,7 @@ class ConfigError(ValueError, ConvkitError):
 # The least value of each numeric field (None fields may stay None); the words say what the edge means.
 _AT_LEAST = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "log_every": 1, "limit": 1, "test_limit": 1,
              "threads": 1, "step_size": 1, "workers": 0, "early_stopping": 0, "checkpoint_every": 0,
-             "weight_decay": 0, "grad_clip": 0, "warmup_epochs": 0}
+             "weight_decay": 0, "grad_clip": 0, "warmup_epochs": 0, "head_epochs": 0, "unfreeze_every": 1}
 _MEANING = {"workers": " (0: decode in the training process)", "early_stopping": " (0: off)",
             "checkpoint_every": " (0: at epoch ends only)", "grad_clip": " (0: off)", "limit": " (or null: all)",
             "test_limit": " (or null: all)", "threads": " (or null: all cores)"}
@@ -447,9 +447,14 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         """Builds a config from a mapping; an unknown key is an error that suggests the closest known one.
 
+        A mapping with a ``strategy`` key is a fine-tuning recipe: `TrainConfig.from_dict` then returns a
+        `FinetuneConfig`, so a run's saved config reads back as what it was, wherever it is read.
+
         Raises:
             ConfigError: an unknown key or an invalid value (a ValueError).
         """
+        if cls is TrainConfig and isinstance(d, dict) and "strategy" in d:
+            return FinetuneConfig.from_dict(d)
         names = [f.name for f in fields(cls)]
         for key in d:
             if key not in names:
@@ -496,6 +501,101 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (unknown names refused as in `from_dict`)."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+STRATEGIES = ("features", "head", "finetune", "gradual")
+BN_MODES = ("freeze", "train")
+HEAD_MODES = ("pool", "rebuild")
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """A fine-tuning run's recipe: `TrainConfig`'s fields, SOURCE in ``model``, and how to reuse it.
+
+    ``model`` is the SOURCE: a convkit run folder or checkpoint, a torchvision/timm state dict (.safetensors,
+    or .pth/.pt read with ``weights_only=True``), or a zoo name (untrained weights: training from scratch with
+    the same recipe, the baseline). ``weights`` names a torchvision weight instead. ``epochs`` counts every
+    phase. The strategies (`convkit.train.finetune.plan_phases`):
+
+    * ``features``: the backbone is frozen; its features of the training and test images are computed once
+      (cached under ``features_cache``) and only the new classifier trains, on them.
+    * ``head``: the backbone is frozen and only the new head trains, on images (augmentation applies).
+    * ``finetune``: ``head_epochs`` epochs on the head, then ``unfreeze`` (``all``, a number of the deepest
+      stages, or a stage name) trains with ``finetune_lr``, optionally discriminative (``lr_decay`` per stage
+      or ``stage_lrs``).
+    * ``gradual``: ``head_epochs`` on the head, then one more stage unfrozen every ``unfreeze_every`` epochs,
+      down to ``unfreeze``.
+
+    Example:
+        >>> cfg = FinetuneConfig(model="runs/fastcnn-1", data="digits", strategy="finetune", epochs=6)
+        >>> TrainConfig.from_dict(cfg.to_dict()) == cfg      # a saved recipe reads back as a FinetuneConfig
+        True
+    """
+
+    model: str | None = opt(None, group="model", positional=True,
+                            help="SOURCE: run folder, checkpoint, torchvision/timm weights file (.safetensors, "
+                            ".pth), or a zoo name (untrained: the from-scratch baseline)")
+    strategy: str = opt("finetune", group="model", choices=STRATEGIES,
+                        help="features: a classifier on cached features; head: a new head on the frozen "
+                        "body; finetune: head, then unfreeze; gradual: stages unfrozen one by one")
+    weights: str | None = opt(None, group="model", metavar="NAME",
+                              help="a torchvision weight as SOURCE, e.g. resnet18.IMAGENET1K_V1 (downloaded "
+                              "once by torchvision, checksum checked)")
+    head_epochs: int = opt(2, group="optimisation",
+                           help="finetune/gradual: epochs on the new head before any stage is unfrozen")
+    unfreeze: str = opt("all", group="optimisation", metavar="all|K|STAGE",
+                        help="finetune/gradual: what trains after the head phase: all, the deepest K stages, "
+                        "or a stage and every deeper one")
+    unfreeze_every: int = opt(1, group="optimisation", help="gradual: epochs between two unfrozen stages")
+    finetune_lr: float | None = opt(None, group="optimisation",
+                                    help="peak learning rate once stages are unfrozen (default: lr / 10)")
+    lr_decay: float = opt(1.0, group="optimisation",
+                          help="after the head phase, each stage below the head gets this factor of the one "
+                          "above (1: one rate)")
+    stage_lrs: dict = opt({}, group="optimisation", metavar="STAGE=LR,...",
+                          help="after the head phase, learning rates of named stages, e.g. layer4=1e-4")
+    bn: str = opt("freeze", group="optimisation", choices=BN_MODES,
+                  help="batch norm in frozen stages: freeze keeps their running statistics, train updates them")
+    head_mode: str = opt("pool", group="model", choices=HEAD_MODES,
+                         help="another input size: pool the last map to the size the head was built for, or "
+                         "rebuild the head's first linear layer")
+    features_cache: str | None = opt(None, group="run folder", metavar="DIR",
+                                     help="where features strategy caches features (default: "
+                                     "$CONVKIT_CACHE/features, else ~/.cache/convkit/features)")
+    augment: dict = opt({}, group="data", metavar="K=V,...", off="no augmentation",
+                        help="augmentations, e.g. horizontal_flip=1,crop_padding=2 (default: none; flips are "
+                        "wrong for digits and text; features computes its features without any)")
+
+    def __post_init__(self):
+        if isinstance(self.unfreeze, int) and not isinstance(self.unfreeze, bool):
+            self.unfreeze = str(self.unfreeze)  # YAML's `unfreeze: 2`
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        if self.finetune_lr is not None and not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
+            raise ConfigError(f"finetune_lr must be positive, got {self.finetune_lr}", "finetune_lr")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must lie in (0, 1] (1: one rate), got {self.lr_decay}", "lr_decay")
+        for name, value in self.stage_lrs.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"stage_lrs: {shorten(name)}={shorten(value)}: expected a positive number",
+                                  "stage_lrs")
+        if self.strategy in ("finetune", "gradual") and self.head_epochs >= self.epochs:
+            raise ConfigError(f"head_epochs ({self.head_epochs}) must be fewer than epochs ({self.epochs}): "
+                              f"{self.strategy} unfreezes stages after the head phase; use --strategy head to "
+                              "train the head only", "head_epochs")
+        if self.strategy == "features" and (self.augment or self.tta):
+            raise ConfigError("features: the features are computed once, from the images as they are, so "
+                              f"{'augment' if self.augment else 'tta'} cannot apply; drop it, or use --strategy "
+                              "head (a frozen body on augmented images)", "augment" if self.augment else "tta")
+        if self.model is not None and self.weights:
+            raise ConfigError(f"give SOURCE ({shorten(self.model)}) or weights ({shorten(self.weights)}), not both",
+                              "weights")
+        unfreeze = str(self.unfreeze).strip()
+        if not unfreeze or (unfreeze.lstrip("-").isdigit() and int(unfreeze) < 1):
+            raise ConfigError(f"unfreeze must be all, a number of stages (at least 1) or a stage name, got "
+                              f"{shorten(self.unfreeze)}", "unfreeze")
 
 
 def edited_config(run_config: dict, path: str | os.PathLike) -> str | None:

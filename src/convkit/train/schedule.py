@@ -14,11 +14,17 @@ from torch.optim import lr_scheduler
 from convkit.train.config import TrainConfig
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainConfig, groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW over the model's trainable parameters.
 
     Weight decay skips biases and normalisation weights (every parameter with fewer than 2 dimensions):
     decaying them only fights the normalisation and costs accuracy.
+
+    Args:
+        model: the model (parameters with ``requires_grad=False`` are left out).
+        config: optimizer, lr, momentum, nesterov, betas, weight_decay.
+        groups: named groups with rates of their own (`convkit.reuse.param_groups`: ``{"name", "params",
+            "lr"}``) instead of one group at ``config.lr``; each is split the same way, keeping its name.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8))
@@ -28,10 +34,17 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         >>> [len(g["params"]) for g in opt.param_groups]   # conv weight | conv bias, BN weight and bias
         [1, 3]
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+    if groups is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
+    params = [p for g in groups for p in g["params"]]
+    split = []
+    for group in groups:
+        named = {"name": group["name"]} if "name" in group else {}
+        split += [{**named, "params": [p for p in group["params"] if p.ndim >= 2], "lr": group["lr"],
+                   "weight_decay": config.weight_decay},
+                  {**named, "params": [p for p in group["params"] if p.ndim < 2], "lr": group["lr"],
+                   "weight_decay": 0.0}]
+    groups = [g for g in split if g["params"]]
     # On a GPU the fused kernels update every tensor in a few launches; the default there (foreach) took half
     # of a small CNN's GPU time per step on an H100.
     fused = bool(params) and all(p.is_cuda for p in params)
@@ -47,13 +60,16 @@ def _constant(_step: int) -> float:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                    steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+                    steps_per_epoch: int, epochs: int | None = None) -> lr_scheduler.LRScheduler:
     """The per-step schedule: one-cycle, or cosine/step/constant after an optional linear warm-up.
+
+    Each parameter group peaks at its own rate (the ``lr`` it was built with), one-cycle included.
 
     Args:
         optimizer: from `build_optimizer`.
         config: schedule, epochs, warmup_epochs, step_size, gamma.
         steps_per_epoch: optimizer steps in one epoch.
+        epochs: the epochs this schedule spans (default: config.epochs; a fine-tuning phase spans its own).
 
     Example:
         >>> config = TrainConfig(optimizer="sgd", lr=0.1, schedule="cosine", warmup_epochs=1, epochs=3)
@@ -67,7 +83,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
         >>> [round(lr, 4) for lr in lrs[::5]]   # every 5th step: a linear rise for an epoch, then cosine decay
         [0.001, 0.0505, 0.1, 0.0854, 0.05, 0.0146]
     """
-    total = max(1, config.epochs * steps_per_epoch)
+    total = max(1, (config.epochs if epochs is None else epochs) * steps_per_epoch)
     warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
     if config.schedule == "onecycle":
         if total < 4:  # too few steps for a cycle (torch's phases would be empty): a constant rate
@@ -76,7 +92,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
         # both phases keep at least two steps.
         rise = warmup if warmup > 0 else round(0.3 * total)
         pct = min(max(rise, 2), total - 2) / total
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=pct,
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=pct,
                                        cycle_momentum=config.optimizer == "sgd" and config.momentum > 0,
                                        base_momentum=0.85 * config.momentum, max_momentum=config.momentum)
     if config.schedule == "cosine":

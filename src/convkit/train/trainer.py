@@ -91,13 +91,15 @@ class TrainResult:
         return self.history[-1]["test_acc"] if self.history else float("nan")
 
 
-def _resolve_config(config, overrides) -> TrainConfig:
+def _resolve_config(config, overrides, cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
     if config is None:
-        config = TrainConfig()
+        config = cls()
     elif isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
+        config = cls.from_dict(config)
     elif isinstance(config, str | os.PathLike):
-        config = TrainConfig.from_yaml(config)
+        config = cls.from_yaml(config)
+    elif not isinstance(config, cls):  # a plain recipe given to a fine-tuning run: its fields carry over
+        config = cls.from_dict(config.to_dict())
     return config.replace(**overrides) if overrides else config
 
 
@@ -253,6 +255,8 @@ class Trainer:
         >>> # Trainer(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4}).fit()
     """
 
+    config_class = TrainConfig  # the recipe this engine reads (a fine-tuning run: FinetuneConfig)
+
     def __init__(self, config: TrainConfig | dict | str | None = None, *, model: nn.Module | None = None,
                  train_data: Dataset | None = None, test_data: Dataset | None = None,
                  resume: str | os.PathLike | None = None, task: Task | None = None, **overrides):
@@ -262,6 +266,9 @@ class Trainer:
         self.run_dir: Path | None = None
         self._notes: list[str] = []  # about the run folder, shown when the run starts
         state, meta = self._config(config, resume, overrides)
+        if not isinstance(self.config, self.config_class):
+            raise ValueError(f"a {type(self.config).__name__} is not a {self.config_class.__name__}: a fine-tuning "
+                             "run goes through convkit.finetune (or `convkit train --resume RUN`)")
         self.task = get_task(task or self.config.task)
         self._place(meta)
         self._data(train_data, test_data, model, meta)
@@ -275,7 +282,7 @@ class Trainer:
     def _config(self, config, resume, overrides) -> tuple[dict | None, dict | None]:
         """The run's config: given (with overrides), or the resumed run's own; returns the resume state."""
         if resume is None:
-            self.config = _resolve_config(config, overrides)
+            self.config = _resolve_config(config, overrides, self.config_class)
             if self.config.name is not None:
                 check_run_name(self.config.name)  # before any work: a run never writes outside runs_dir
             return None, None
@@ -525,7 +532,7 @@ class Trainer:
                    disable=cfg.quiet or not self.dist.is_main, mininterval=0.5)
         started, shown, pending = time.perf_counter(), self.position, []
         first_position, train_s = self.position, 0.0
-        self.model.train()
+        self._train_mode()
         for images, targets in batches:
             loss, stats, count = self._step(images, targets)
             pending.append(loss)
@@ -594,7 +601,7 @@ class Trainer:
         n = max(sums[-1], 1)
         row = {"epoch": self.epoch + 1, "train_loss": sums[0] / n,
                **{name: value / n for name, value in zip(task.train_fields, sums[1:-1])},
-               **metrics, "lr": self._lr(), "elapsed_s": self.elapsed}
+               **metrics, "lr": self._lr(), **self._epoch_fields(), "elapsed_s": self.elapsed}
         row["epoch_s"] = self.elapsed - (self.history[-1]["elapsed_s"] if self.history else 0.0)
         row["images_per_s"] = images_per_s
         self.history.append(row)
@@ -607,7 +614,7 @@ class Trainer:
         self._sums.zero_()
         if self.dist.is_main:
             if improved:
-                save_tensors(self.run_dir / "best.safetensors", self.eval_model.state_dict(), self._meta(row))
+                save_tensors(self.run_dir / "best.safetensors", self._saved_weights(), self._meta(row))
             self._save_resume()
             write_metrics(self.run_dir / "metrics.csv", self.history, self._fields())
         for fn in self.on_epoch_end:
@@ -616,6 +623,14 @@ class Trainer:
                           for name in ("train_loss", *task.train_fields, *task.eval_fields))
         self._print(f"epoch {row['epoch']}/{cfg.epochs}  {shown}{' (best)' if improved else ''}  "
                     f"{row['epoch_s']:.1f}s  {row['images_per_s']:,.0f} img/s")
+
+    def _epoch_fields(self) -> dict:
+        """Entries a recipe adds to each epoch's row (a fine-tuning run: its phase and each group's rate)."""
+        return {}
+
+    def _saved_weights(self) -> dict:
+        """The weights best/last.safetensors hold: the evaluated model's."""
+        return self.eval_model.state_dict()
 
     def _fields(self) -> tuple[str, ...]:
         """The columns of metrics.csv."""
@@ -634,7 +649,11 @@ class Trainer:
                                       device=self.device, autocast_dtype=self.autocast_dtype,
                                       channels_last=self.config.channels_last is not False)
         finally:
-            self.model.train()
+            self._train_mode()
+
+    def _train_mode(self) -> None:
+        """Puts the model in training mode (a fine-tuning run then keeps its frozen batch norms in eval mode)."""
+        self.model.train()
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
@@ -692,7 +711,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         row = self.history[-1] if self.history else None
-        save_tensors(self.run_dir / "last.safetensors", self.eval_model.state_dict(), self._meta(row))
+        save_tensors(self.run_dir / "last.safetensors", self._saved_weights(), self._meta(row))
         save_state(self.run_dir / "resume.safetensors", self.state_dict(), self._meta(row))
 
     def _plots(self) -> None:
@@ -752,7 +771,7 @@ class Trainer:
                 epoch += 1
 
         data = batches()
-        self.model.train()
+        self._train_mode()
 
         def step(lr: float) -> float:
             for group in self.optimizer.param_groups:
@@ -826,7 +845,14 @@ def train(config: TrainConfig | dict | str | None = None, *, model: nn.Module | 
         >>> # With CIFAR-10 on disk (`load_dataset("cifar10", download=True)` fetches it), a real run:
         >>> # convkit.train(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4})
     """
-    trainer = Trainer(config, model=model, train_data=train_data, test_data=test_data, resume=resume, **overrides)
+    from convkit.train.finetune import resolve_trainer
+
+    cls = resolve_trainer(_resolve_config(config, {}) if resume is None else None, resume)
+    if cls is not Trainer:  # a fine-tuning recipe, or the resume of a fine-tuning run
+        trainer = cls(config, train_data=train_data, test_data=test_data, resume=resume, **overrides)
+    else:
+        trainer = Trainer(config, model=model, train_data=train_data, test_data=test_data, resume=resume,
+                          **overrides)
     if find_lr and trainer.step == 0:
         trainer._ensure_run_dir()
         result = trainer.find_lr(plot=trainer.run_dir / "lr_find.png")
