@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     add_json(p, "print JSON instead of a table")
     p.add_argument("--csv", metavar="FILE", help="also write the per-layer rows as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="draw the layer stack as boxes sized by their feature maps")
+    p.add_argument("--phase", metavar="NAME", help="for a finetune run folder: freeze as this phase did (default: "
+                   "its last phase; the table then counts trainable and frozen parameters per layer)")
     p.set_defaults(run=cmd_summary)
 
     for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds):
@@ -122,14 +124,22 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from convkit.inspect import summary
+    from convkit.inspect.summary import apply_run_freeze
 
     model, input_shape = build_model(args, args.input)
+    frozen_as = apply_run_freeze(model, args.model, args.phase)  # a finetune run: frozen as its phase was
     with reported_warnings():
         result = summary(model, input_size=input_shape, batch_size=args.batch, optimizer=args.optimizer,
                          dtype=args.dtype)
     if args.json:
-        print_json(result.to_dict())
+        data = result.to_dict()
+        if frozen_as:
+            print(frozen_as, file=sys.stderr)  # stdout stays one JSON document
+            data["frozen_as"] = frozen_as
+        print_json(data)
     else:
+        if frozen_as:
+            print(frozen_as)
         print(result)
     if args.csv:
         from convkit.utils import atomic_write_text

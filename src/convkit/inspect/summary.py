@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import warnings
@@ -60,9 +61,9 @@ from convkit.inspect.memory import (
 from convkit.inspect.receptive import GLOBAL, ReceptiveField
 from convkit.inspect.trace import Trace, prepare_trace, trace_model
 from convkit.layers.shapes import ShapeWarning, format_pair, format_shape
-from convkit.utils import format_bytes
+from convkit.utils import format_bytes, shorten
 
-__all__ = ["CONVENTIONS", "LayerRow", "Summary", "summary"]
+__all__ = ["CONVENTIONS", "FINETUNE_FILE", "LayerRow", "Summary", "apply_run_freeze", "summary"]
 
 CONVENTIONS = {
     "macs": "multiply-adds of convolutions and matrix products (linear layers), one multiply-add counted once, "
@@ -209,6 +210,17 @@ class Summary:
     memory: dict[str, dict[str, int]]
     warnings: list[str] = field(default_factory=list)
     mode: str = "training"
+
+    @property
+    def trainable_parameters(self) -> int:
+        """Parameter elements with ``requires_grad=True`` (torchinfo's "Trainable params")."""
+        return self.totals["trainable_parameters"]
+
+    @property
+    def frozen_parameters(self) -> int:
+        """Parameter elements with ``requires_grad=False`` (torchinfo's "Non-trainable params"); when any,
+        the table has a Trainable and a Frozen column (each row's ``trainable_params``, ``frozen_params``)."""
+        return self.totals["frozen_parameters"]
 
     def __getitem__(self, name: str) -> LayerRow:
         """The first row of the layer called ``name``."""
@@ -567,20 +579,136 @@ def summary(
                    warnings=list(trace.warnings), mode=mode)
 
 
+# -- a finetune run's frozen parameters ------------------------------------------------------------------------
+
+#: The file of a finetune run folder that lists its phases and what each froze.
+FINETUNE_FILE = "finetune.json"
+_MAX_FINETUNE_BYTES = 32 * 2**20  # a few hundred parameter names per phase need kilobytes
+
+
+def _finetune_phases(file: Path) -> list[dict]:
+    """The phases of a finetune.json, checked: a list of ``{"name": str, "frozen_params": [str, ...], ...}``."""
+    from convkit.reuse.freeze import FreezeError
+
+    size = file.stat().st_size
+    if size > _MAX_FINETUNE_BYTES:
+        raise FreezeError(f"{file}: {size:,} bytes; a finetune.json is at most {_MAX_FINETUNE_BYTES:,}")
+    try:
+        data = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise FreezeError(f"{file}: not UTF-8 text (byte {err.start}); expected the JSON a finetune run writes") from err
+    except json.JSONDecodeError as err:
+        raise FreezeError(f"{file}: not JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
+    except RecursionError:
+        raise FreezeError(f"{file}: JSON nested too deeply; expected {{\"phases\": [...]}}") from None
+    if not isinstance(data, dict):
+        raise FreezeError(f"{file}: expected an object {{\"phases\": [...], ...}}, found {shorten(data, 80)}")
+    phases = data.get("phases")
+    if not isinstance(phases, list) or not phases:
+        found = shorten(phases, 80) if "phases" in data else "no \"phases\""
+        raise FreezeError(f"{file}: \"phases\" must be a non-empty list of phases, found {found}")
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, dict):
+            raise FreezeError(f"{file}: phases[{i}] must be an object with name and frozen_params, found "
+                              f"{shorten(phase, 80)}")
+        if not isinstance(phase.get("name"), str):
+            raise FreezeError(f"{file}: phases[{i}].name must be a string, found {shorten(phase.get('name'), 80)}")
+        frozen = phase.get("frozen_params")
+        if not isinstance(frozen, list) or not all(isinstance(n, str) for n in frozen):
+            raise FreezeError(f"{file}: phases[{i}].frozen_params must be a list of parameter names, found "
+                              f"{shorten(frozen, 80)}")
+    return phases
+
+
+def apply_run_freeze(model: nn.Module, run_dir: str | os.PathLike, phase: str | None = None) -> str | None:
+    """Freezes ``model`` as a finetune run's phase had it: what ``convkit summary RUN`` shows.
+
+    A finetune run folder holds ``finetune.json`` (:data:`FINETUNE_FILE`): ``{"phases": [{"name": ...,
+    "frozen_params": [parameter names], "frozen_stages": [...], ...}, ...]}``. Its checkpoints load with every
+    parameter trainable; this sets ``requires_grad=False`` on the phase's ``frozen_params`` and ``True`` on
+    the others, so that :func:`summary` counts trainable and frozen parameters (and training memory) as
+    that phase trained.
+
+    Args:
+        model: the run's model (built on the meta device or real).
+        run_dir: the reference given for the model; anything but a folder with a finetune.json is left alone.
+        phase: the phase's name; default: the last phase.
+
+    Returns:
+        One line saying what was frozen and from where, or None when ``run_dir`` is not a finetune run folder.
+
+    Raises:
+        FreezeError: ``phase`` is not a phase of the run (the message lists them) or given for a reference
+            without a finetune.json; the finetune.json is not JSON, has fields of the wrong type, or freezes
+            parameter names the model does not have (the message names the file).
+
+    Example:
+        >>> model = convkit.create_model("lenet5")
+        >>> Path("run").mkdir()
+        >>> phases = [{"name": "head", "frozen_params": ["features.c1.weight", "features.c1.bias"]},
+        ...           {"name": "all", "frozen_params": []}]
+        >>> _ = Path("run/finetune.json").write_text(json.dumps({"phases": phases}))
+        >>> print(apply_run_freeze(model, "run", phase="head"))
+        frozen as in phase 'head' of run (finetune.json): 156 of 61,706 parameters (2 tensors)
+        >>> model.features.c1.weight.requires_grad, summary(model).frozen_parameters
+        (False, 156)
+    """
+    from convkit.reuse.freeze import FreezeError
+
+    file = Path(run_dir) / FINETUNE_FILE
+    if not (Path(run_dir).is_dir() and file.is_file()):
+        if phase is not None:
+            raise FreezeError(f"phase {shorten(phase, 80)}: {shorten(str(run_dir), 200)} is not a finetune run "
+                              f"folder (no {FINETUNE_FILE}); only a finetune run has phases")
+        return None
+    phases = _finetune_phases(file)
+    names = [p["name"] for p in phases]
+    if phase is None:
+        chosen = phases[-1]
+    elif phase in names:
+        chosen = phases[names.index(phase)]
+    else:
+        raise FreezeError(f"phase {shorten(phase, 80)} is not a phase of {file}; its phases: "
+                          f"{shorten(names, 300)}")
+    frozen = set(chosen["frozen_params"])
+    params = dict(model.named_parameters(remove_duplicate=False))
+    unknown = [n for n in chosen["frozen_params"] if n not in params]
+    if unknown:
+        raise FreezeError(f"{file}: phase {chosen['name']!r} freezes {len(unknown)} parameters the model does not "
+                          f"have: {shorten(unknown, 200)}; the model's are e.g. {shorten(list(params)[:3], 200)}")
+    for p in params.values():
+        p.requires_grad_(True)
+    for name in frozen:  # a weight tied under two names is frozen when either is
+        params[name].requires_grad_(False)
+    unique = {id(p): p for p in params.values()}.values()  # tied weights once, as summary counts them
+    frozen_elements = sum(p.numel() for p in unique if not p.requires_grad)
+    stages = chosen.get("frozen_stages")
+    stages = (f"; stages {shorten(stages, 200)}" if isinstance(stages, list) and stages
+              and all(isinstance(s, str) for s in stages) else "")
+    return (f"frozen as in phase {chosen['name']!r} of {run_dir} ({FINETUNE_FILE}): {frozen_elements:,} of "
+            f"{sum(p.numel() for p in unique):,} parameters ({len(frozen)} tensors){stages}")
+
+
 # -- the table ---------------------------------------------------------------------------------------------
 
 
 def _render(s: Summary) -> str:
-    headers = ("Layer", "Type", "Kernel/S/P", "Output", "Params", "MACs", "Act.", "Saved", "RF size/jump/start")
+    # a model with frozen parameters gets a Trainable and a Frozen column after Params (torchinfo's totals below)
+    frozen = s.totals.get("frozen_parameters", 0) > 0
+    split = ("Trainable", "Frozen") if frozen else ()
+    headers = ("Layer", "Type", "Kernel/S/P", "Output", "Params", *split, "MACs", "Act.", "Saved", "RF size/jump/start")
     table = []
     for r in s.rows:
         rf = r.receptive_field
+        counts = (f"{r.trainable_params:,}" if r.trainable_params else "-",
+                  f"{r.frozen_params:,}" if r.frozen_params else "-") if frozen else ()
         table.append((
             r.name + (" (again)" if r.repeat else ""),
             r.type,
             r.geometry_text(),
             _shape(r.output_shape),
             f"{r.params:,}" if r.params else ("(shared)" if r.repeat and r.macs else "-"),
+            *counts,
             f"{r.macs:,}" if r.macs else "-",
             format_bytes(r.activation_bytes) if r.new_activations or not r.activations
             else f"({format_bytes(r.activation_bytes)})",
@@ -591,7 +719,7 @@ def _render(s: Summary) -> str:
     for line in table:
         widths = [max(w, len(c)) for w, c in zip(widths, line)]
     widths[0] = min(widths[0], 48)
-    right = {4, 5, 6, 7}
+    right = set(range(4, len(headers) - 1))  # the numbers: Params to Saved
 
     def fmt(cells):
         out = []
@@ -610,6 +738,8 @@ def _render(s: Summary) -> str:
         f"Parameters:       {t['parameters']:,} ({t['trainable_parameters']:,} trainable, "
         f"{t['frozen_parameters']:,} frozen) = {format_bytes(t['parameter_bytes'])}; buffers {t['buffers']:,} "
         f"= {format_bytes(t['buffer_bytes'])}",
+        *([f"Trainable params: {t['trainable_parameters']:,}",
+           f"Non-trainable params: {t['frozen_parameters']:,}"] if frozen else []),
         f"Multiply-adds:    {t['macs']:,} per image ({format_count(t['macs'])} MACs; FLOPs = 2 x MACs = "
         f"{format_count(t['flops'])}) in {s.mode} mode. Convolutions and matrix products (linear layers, attention) "
         f"only, one multiply-add counted once, bias adds, BN, pooling and activations not counted (fvcore's "
