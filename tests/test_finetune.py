@@ -20,7 +20,7 @@ from convkit.errors import ConvkitError
 from convkit.models.weights import CheckpointError, read_meta
 from convkit.tasks.classification.metrics import predict_dataset
 from convkit.train.config import ConfigError, FinetuneConfig, TrainConfig
-from convkit.train.finetune import FinetuneError, plan_phases
+from convkit.train.finetuning import FinetuneError, plan_phases
 
 QUICK = {"limit": 256, "test_limit": 100, "batch_size": 64, "quiet": True, "threads": 1}
 
@@ -181,10 +181,14 @@ def test_torchvision_weights_file_is_matched_adapted_and_fine_tuned(tmp_path, ca
     assert torch.equal(saved["layer4.1.conv2.weight"], theirs.layer4[1].conv2.weight.detach())
 
 
-def test_weights_of_another_architecture_stop_with_the_table_naming_the_file(tmp_path):
-    torch.save({"conv.weight": torch.zeros(3, 3, 3, 3), "lin.weight": torch.zeros(2, 3)}, tmp_path / "odd.pth")
+def test_weights_of_another_architecture_stop_with_the_table_naming_the_file(tmp_path, capsys):
+    theirs = torchvision.models.resnet18().state_dict()
+    theirs["layer9.weight"] = torch.zeros(2)  # one tensor the zoo twin does not have
+    del theirs["layer4.1.bn2.bias"]
+    torch.save(theirs, tmp_path / "odd.pth")
     code = main(["finetune", str(tmp_path / "odd.pth"), "--data", "digits", "--runs-dir", str(tmp_path), "-q"])
-    assert code == 2
+    err = capsys.readouterr().err
+    assert code == 2 and "odd.pth" in err and "layer9.weight" in err and "layer4.1.bn2.bias" in err
     assert not (tmp_path / "odd").exists() and not list(tmp_path.glob("*/finetune.json"))
 
 
@@ -249,3 +253,83 @@ def test_cli_finetune_runs_and_resume_refuses_a_changed_recipe(source, tmp_path,
     assert "phase head: epochs 1-1" in out and "test accuracy" in out
     assert main(["finetune", "--resume", str(tmp_path / "cli"), "--lr", "0.1"]) == 2
     assert "drop lr" in capsys.readouterr().err
+
+
+def test_cli_weights_name_uses_torchvision_cache_and_records_its_checksum(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    from convkit.models.foreign import MIRROR_ENV
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # were it to download, it would fail
+    cached = tmp_path / "home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # torchvision's file name
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    code = main(["finetune", "--weights", "resnet18.IMAGENET1K_V1", "--data", "digits", "--strategy", "head",
+                 "--epochs", "1", "--limit", "64", "--test-limit", "32", "--batch-size", "32", "--runs-dir",
+                 str(tmp_path / "runs"), "--name", "w", "-q"])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "classes 1000 -> 10" in out and "input channels 3 -> 1" in out
+    record = json.loads((tmp_path / "runs" / "w" / "finetune.json").read_text())
+    assert record["source"]["kind"] == "torchvision" and record["source"]["ref"] == "resnet18.IMAGENET1K_V1"
+    assert record["source"]["sha256"] == hashlib.sha256(cached.read_bytes()).hexdigest()
+    # ImageNet's normalisation, averaged over the three channels the first convolution was summed from
+    assert record["normalisation"]["from"] == "source"
+    assert record["normalisation"]["mean"] == pytest.approx([(0.485 + 0.456 + 0.406) / 3])
+    cached.unlink()
+    assert main(["finetune", "--weights", "resnet18.IMAGENET1K_V1", "--data", "digits", "-q",
+                 "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "put the file https://download.pytorch.org/models/resnet18-f37072fd.pth at" in err
+
+
+def _random_set(channels, size, n=32, seed=0):
+    from convkit.data.tensor import ImageTensorDataset
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 255, (n, channels, size, size), dtype=torch.uint8, generator=g)
+    return ImageTensorDataset(images, torch.arange(n) % 2, ["a", "b"], f"random {channels}x{size}x{size}")
+
+
+def test_rgb_data_into_a_grey_network_replicates_the_first_convolution(source, tmp_path, capsys):
+    result = convkit.finetune(source, train_data=_random_set(3, 28), test_data=_random_set(3, 28, 16, 1),
+                              strategy="head", epochs=1, ema=0, quiet=True, runs_dir=tmp_path, name="rgb")
+    assert "input channels 1 -> 3" in capsys.readouterr().out
+    grey = state(source / "best.safetensors")["features.stage1.0.conv.weight"]
+    saved = state(result.run_dir / "last.safetensors")["features.stage1.0.conv.weight"]
+    assert saved.shape[1] == 3 and torch.equal(saved, (grey / 3).repeat(1, 3, 1, 1))
+    record = json.loads((result.run_dir / "finetune.json").read_text())
+    assert [a["kind"] for a in record["adaptations"]] == ["input_channels", "classes"]
+    assert record["normalisation"]["mean"] == pytest.approx(read_meta(source / "best.safetensors")["mean"] * 3)
+
+
+def test_another_input_size_gets_a_pool_and_the_run_rebuilds_from_its_spec(tmp_path, capsys):
+    train, test = _random_set(1, 36), _random_set(1, 36, 16, 1)
+    result = convkit.finetune("lenet5", train_data=train, test_data=test, strategy="finetune", epochs=2,
+                              head_epochs=1, quiet=True, runs_dir=tmp_path, name="size")
+    out = capsys.readouterr().out
+    assert "input 1x32x32 -> 1x36x36: features.act5 now followed by AdaptiveAvgPool2d((1, 1))" in out
+    rebuilt = convkit.resolve_model(result.run_dir)  # the pool is in the spec: the checkpoint rebuilds and loads
+    assert rebuilt.model_cfg.input_shape == (1, 36, 36)
+    x = rebuilt.model_cfg.normalize(test.images)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), result.model.eval()(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("adapt, message", [
+    ([{"kind": "input_size", "layer": "features.nosuch", "after": [1, 28, 28],
+       "details": {"inserted": "AdaptiveAvgPool2d", "output_size": [1, 1]}}], "nosuch"),
+    ([{"kind": "input_size", "layer": "fc", "details": {}}], "inserted or rebuilt"),
+    ("pool", "model.adapt"),
+])
+def test_a_checkpoint_with_a_broken_adaptation_record_is_one_error_naming_the_file(source, tmp_path, adapt, message):
+    from convkit.models.weights import load_tensors, save_tensors
+
+    tensors, meta = load_tensors(source / "best.safetensors")
+    meta["model"] = {**meta["model"], "adapt": adapt}
+    save_tensors(tmp_path / "bad.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match=message) as err:
+        convkit.resolve_model(tmp_path / "bad.safetensors")
+    assert "bad.safetensors" in str(err.value)

@@ -233,8 +233,9 @@ def _print_summary(result) -> None:
         recall = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
         worst = np.argsort(recall)[:3]
         print("hardest classes (recall): " + ", ".join(f"{result.classes[i]} {100 * recall[i]:.1f}%" for i in worst))
+    extra = ", finetune.json" if (run / "finetune.json").is_file() else ""
     print(f"run folder: {run}  (best.safetensors, last.safetensors, config.yaml, metrics.csv, curves.png, "
-          "confusion.png)")
+          f"confusion.png{extra})")
     print(f"next: convkit evaluate {run}    convkit predict {run} IMAGE_OR_FOLDER")
 
 

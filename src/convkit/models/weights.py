@@ -311,7 +311,7 @@ def read_meta(path: str | os.PathLike) -> dict:
 MAX_CLASSES = 100_000  # more outputs than any classifier has (ImageNet-21k: 21,841)
 MAX_CHANNELS = 1024
 MAX_SIDE = 16384  # pixels on a side of the input image
-_SPEC_KEYS = {"kind", "name", "kwargs", "num_classes", "in_channels", "path", "text", "class"}
+_SPEC_KEYS = {"kind", "name", "kwargs", "num_classes", "in_channels", "path", "text", "class", "adapt"}
 _SPEC_KINDS = ("zoo", "file", "python")
 
 
@@ -427,6 +427,9 @@ def _check_spec(spec, bad) -> None:
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, dict) or _json_items(kwargs) > 1000:
         raise bad("model.kwargs", kwargs, "a mapping of builder arguments (at most 1,000 values in all)")
+    adapt = spec.get("adapt", [])  # a fine-tuned network's input-size changes (convkit.reuse.replay_adaptations)
+    if not isinstance(adapt, list) or not all(isinstance(a, dict) for a in adapt) or _json_items(adapt) > 1000:
+        raise bad("model.adapt", adapt, "a list of recorded adaptations (at most 1,000 values in all)")
 
 
 def _json_items(value, limit: int = 1000) -> int:

@@ -1,7 +1,8 @@
 """Reusing a trained network: stages and freezing, per-stage learning rates, input and head adaptation,
 feature extraction (cached) and its 2-D map.
 
-Imports nothing above :mod:`convkit.train` and :mod:`convkit.tasks` (see the layering in the README).
+Sits between the data and the engine: imports models, inspect and data, never train or tasks (the engine
+imports it; see the layering in the README).
 """
 
 from convkit.reuse.adapt import Adaptation, AdaptError, adapt_head, adapt_input_channels

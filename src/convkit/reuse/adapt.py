@@ -226,6 +226,8 @@ def _first_linear(model: nn.Module, seen: _Pass) -> tuple[str, tuple | None, tup
 def _insert_after(model: nn.Module, name: str, new_name: str, layer: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    if child not in parent._modules:
+        raise AdaptError(f"{type(model).__name__} has no layer {name} to insert a pool after")
     if not isinstance(parent, nn.Sequential):
         raise AdaptError(f"cannot insert a pool after {name}: its parent is a {type(parent).__name__}, not a "
                          f"Sequential; use mode='rebuild' to rebuild the head's first linear layer instead")

@@ -21,7 +21,7 @@ from convkit.train.evaluate import (
     predict_dataset,
     predict_logits,
 )
-from convkit.train.finetune import FinetuneTrainer, finetune  # noqa: E402  (after the engine it extends)
+from convkit.train.finetuning import FinetuneTrainer, finetune  # noqa: E402  (after the engine it extends)
 from convkit.train.lr_finder import LRFinderResult, lr_sweep, suggest_lr
 from convkit.train.predict import Prediction, predict
 from convkit.train.settings import torch_settings

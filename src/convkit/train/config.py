@@ -515,7 +515,7 @@ class FinetuneConfig(TrainConfig):
     ``model`` is the SOURCE: a convkit run folder or checkpoint, a torchvision/timm state dict (.safetensors,
     or .pth/.pt read with ``weights_only=True``), or a zoo name (untrained weights: training from scratch with
     the same recipe, the baseline). ``weights`` names a torchvision weight instead. ``epochs`` counts every
-    phase. The strategies (`convkit.train.finetune.plan_phases`):
+    phase. The strategies (`convkit.train.finetuning.plan_phases`):
 
     * ``features``: the backbone is frozen; its features of the training and test images are computed once
       (cached under ``features_cache``) and only the new classifier trains, on them.

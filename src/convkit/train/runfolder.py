@@ -142,6 +142,9 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str, note=
     raise FileExistsError(f"{runs_dir}: could not find a free run name for {stem}")
 
 
+TEXT_COLUMNS = ("phase",)  # metrics.csv columns that hold words, not numbers
+
+
 def write_metrics(path: str | os.PathLike, history: Sequence[dict], fields: Sequence[str] = METRIC_FIELDS) -> Path:
     """metrics.csv: one row per epoch (columns `fields`: the task's, METRIC_FIELDS for classification),
     rewritten whole from the history.
@@ -157,10 +160,11 @@ def write_metrics(path: str | os.PathLike, history: Sequence[dict], fields: Sequ
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """metrics.csv back as a list of dicts of floats (epoch as int)."""
+    """metrics.csv back as a list of dicts of floats (epoch as int; text columns, such as a fine-tuning run's
+    phase, as text)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
+        return [{k: (int(v) if k == "epoch" else float(v) if k not in TEXT_COLUMNS else v)
+                 for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
 def _save_figure(fig, path: str | os.PathLike) -> Path:

@@ -366,6 +366,12 @@ class Trainer:
         self.augmenter = self.task.augmenter(cfg)
         cfg.augment_config().check_image_size(*self.input_shape[-2:])  # a crop padding as large as the images
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self._wrap_model()
+
+    def _wrap_model(self) -> None:
+        """The module the step calls: the model, under DDP (which registers the trainable parameters when it
+        wraps) and torch.compile when asked."""
+        cfg = self.config
         self.forward_model: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -845,7 +851,7 @@ def train(config: TrainConfig | dict | str | None = None, *, model: nn.Module | 
         >>> # With CIFAR-10 on disk (`load_dataset("cifar10", download=True)` fetches it), a real run:
         >>> # convkit.train(model="resnet20", data="cifar10", epochs=30, augment={"crop_padding": 4})
     """
-    from convkit.train.finetune import resolve_trainer
+    from convkit.train.finetuning import resolve_trainer
 
     cls = resolve_trainer(_resolve_config(config, {}) if resume is None else None, resume)
     if cls is not Trainer:  # a fine-tuning recipe, or the resume of a fine-tuning run
