@@ -6,32 +6,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from test_train_resume import CLI, run_cli, weights  # the same process runner and byte comparison
 
 from convkit.models.weights import read_meta
 
 pytestmark = pytest.mark.slow  # real processes, under a minute
 
-CLI = [sys.executable, "-m", "convkit"]
 # 1,024 digits in batches of 64: 16 steps an epoch; one head epoch, then two of fine-tuning; a checkpoint every
 # 5 steps besides the epoch ends; augmentation and an EMA so every piece of state matters.
 STEPS = 16
 ARGS = ["--data", "digits", "--strategy", "finetune", "--limit", "1024", "--test-limit", "100", "--epochs", "3",
         "--head-epochs", "1", "--batch-size", "64", "--threads", "1", "--checkpoint-every", "5", "--quiet",
         "--augment", "crop_padding=2", "--ema", "0.9", "--lr-decay", "0.5"]
-
-
-def run_cli(*argv, cwd):
-    return subprocess.run([*CLI, *argv], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-def weights(path: Path) -> dict[str, bytes]:
-    return {k: v.numpy().tobytes() for k, v in load_file(str(path)).items()}
 
 
 @pytest.fixture(scope="module")
