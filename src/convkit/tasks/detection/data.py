@@ -47,7 +47,7 @@ from convkit.data.errors import DataFormatError, DatasetNotFoundError
 from convkit.data.folder import (
     _hidden,
     _is_image_name,
-    check_image_file,
+    _not_regular,
     decode_image,
     parse_classes,
     read_class_list,
@@ -378,9 +378,15 @@ class _Record:
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:
-    """The bytes of an annotation file: a regular file (not a FIFO), of at most `limit` bytes."""
-    check_image_file(path)
-    size = path.stat().st_size
+    """The bytes of an annotation file: a regular file (a FIFO would block the read), of at most `limit` bytes."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise DataFormatError(f"{path}: cannot read ({err.strerror or err})") from None
+    what = _not_regular(info.st_mode)
+    if what:
+        raise DataFormatError(f"{path}: {what}, not an annotation file")
+    size = info.st_size
     if size > limit:
         raise DataFormatError(f"{path}: {size:,} bytes, more than the {limit:,} an annotation file may have")
     try:
@@ -424,7 +430,9 @@ def _coco_mask(segmentation, height: int, width: int, where: str) -> np.ndarray:
             rle = {"size": segmentation.get("size"), "counts": segmentation["counts"].encode("ascii")}
         else:
             raise ValueError("not polygons or RLE")
-        mask = mask_utils.decode(rle)
+        with warnings.catch_warnings():  # pycocotools' decode warns under NumPy 2 (its __array__ signature)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mask = mask_utils.decode(rle)
     except Exception as err:  # pycocotools raises TypeError, ValueError, IndexError... on malformed input
         raise DataFormatError(f"{where}.segmentation: expected polygons [[x1, y1, x2, y2, x3, y3, ...], ...] or RLE "
                               f"{{'size': [{height}, {width}], 'counts': ...}}, found {shorten(segmentation)} "
@@ -665,7 +673,7 @@ def _voc_objects(path: Path) -> tuple[str | None, list[tuple[str, str, list[floa
     """(filename, [(class name, element, xyxy box in the internal form, difficult)]) of a VOC XML file."""
     root = _parse_xml(path)
     if root.tag != "annotation":
-        raise DataFormatError(f"{path}: the root element is <{shorten(root.tag)}>; expected <annotation> (Pascal VOC)")
+        raise DataFormatError(f"{path}: the root element is <{root.tag[:60]}>; expected <annotation> (Pascal VOC)")
     objects = []
     for k, obj in enumerate(root.findall("object"), start=1):
         where = f"object[{k}]"
