@@ -906,7 +906,7 @@ def read_yolo(root: str | os.PathLike, split: str | None = None,
     for image in sorted(p for p in images_dir.rglob("*") if _is_image_name(p.name)
                         and not any(_hidden(part) for part in p.relative_to(images_dir).parts)):
         label_file = (labels_dir / image.relative_to(images_dir)).with_suffix(".txt")
-        record = (_yolo_file(label_file, names, mapping, wanted) if label_file.is_file()
+        record = (_yolo_file(label_file, names, mapping, wanted) if label_file.exists()
                   else _Record(image, str(label_file), np.zeros((0, 4)), [], [], normalised=True))
         record.image = image
         records.append(record)
