@@ -336,6 +336,22 @@ def test_grayscale_stays_one_channel_and_uniform_sizes_make_one_tensor(tmp_path)
     assert ds.targets[1]["boxes"].tolist() == [[5.0, 3.0, 15.0, 9.0]]
 
 
+def test_resized_moves_boxes_and_masks_with_the_images(tmp_path):
+    scene = json.loads(json.dumps(COCO_SCENE))
+    for ann in scene["annotations"]:
+        x, y, w, h = ann["bbox"]
+        ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    ds = read_coco(write_coco(tmp_path, scene), masks=True)
+    small = ds.resized(16, 32)  # a.png and b.png halved; c.png (16x16) stretched to twice its width
+    assert small.image_shape == (3, 16, 32) and small.images_tensor().shape == (3, 3, 16, 32)
+    assert small.targets[0]["boxes"].tolist() == [[1.5, 2.5, 5.5, 10.5], [16.0, 0.0, 32.0, 16.0]]
+    assert small.targets[2]["boxes"].tolist() == [[8.0, 8.0, 16.0, 16.0]]
+    assert small.targets[2]["masks"].shape == (1, 16, 32) and small.targets[0]["masks"].shape == (2, 16, 32)
+    pil = Image.fromarray(pixels("a.png")).resize((32, 16), Image.Resampling.BILINEAR)  # PIL's antialiased bilinear
+    assert (small[0][0].float() - torch.from_numpy(np.asarray(pil)).permute(2, 0, 1).float()).abs().max() <= 1
+    assert small.targets[0]["masks"][1].sum() == 16 * 16  # the right half, still
+
+
 def test_split_is_seeded_disjoint_and_complete():
     n = 20
     ds = DetectionDataset(torch.arange(n, dtype=torch.uint8).reshape(n, 1, 1, 1).expand(n, 1, 2, 2).clone(),

@@ -154,6 +154,8 @@ class DetectionDataset:
             self._tensor = images
         else:
             images = list(images)
+            if not images:
+                raise DataFormatError(f"{self.source}: no images")
             bad = next((i for i, x in enumerate(images) if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8
                         or x.dim() != 3 or x.shape[0] != images[0].shape[0] or x.shape[0] not in (1, 3)), None)
             if bad is not None:
@@ -248,6 +250,41 @@ class DetectionDataset:
             images = self._tensor[:0] if self._tensor is not None else torch.zeros(0, self.channels, 1, 1, dtype=torch.uint8)
         files = None if self.image_files is None else [self.image_files[i] for i in index]
         return DetectionDataset(images, [self.targets[i] for i in index], self.classes, self.source, files,
+                                self.skipped)
+
+    def resized(self, height: int, width: int) -> DetectionDataset:
+        """Every image resized to height x width (bilinear, antialiased), its boxes and masks moved with it.
+
+        Args:
+            height, width: the new size.
+
+        Returns:
+            A new `DetectionDataset` whose images are one (N, C, height, width) tensor.
+
+        Example:
+            >>> ds = DetectionDataset([torch.zeros(3, 8, 16, dtype=torch.uint8), torch.zeros(3, 4, 4, dtype=torch.uint8)],
+            ...                       [{"boxes": [[2, 2, 6, 4]], "labels": [0]}, {"boxes": [], "labels": []}], ["a"])
+            >>> small = ds.resized(4, 8)
+            >>> small.image_shape, small.targets[0]["boxes"]
+            ((3, 4, 8), tensor([[1., 1., 3., 2.]]))
+        """
+        import torch.nn.functional as F
+
+        images, targets = [], []
+        for image, target in zip(self.images, self.targets):
+            h, w = image.shape[1:]
+            x = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
+                              align_corners=False)
+            images.append(x[0].round().clamp(0, 255).to(torch.uint8))
+            scale = torch.tensor([width / w, height / h, width / w, height / h], dtype=torch.float64)
+            moved = dict(target, boxes=(target["boxes"].double() * scale).float())
+            if "masks" in target and not len(target["masks"]):
+                moved["masks"] = target["masks"].new_zeros(0, height, width)
+            elif "masks" in target:
+                moved["masks"] = F.interpolate(target["masks"][None].float(), size=(height, width),
+                                               mode="nearest")[0].to(torch.uint8)
+            targets.append(moved)
+        return DetectionDataset(torch.stack(images), targets, self.classes, self.source, self.image_files,
                                 self.skipped)
 
     def split(self, fraction: float, seed: int = 0) -> tuple[DetectionDataset, DetectionDataset]:
