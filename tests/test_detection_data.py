@@ -348,7 +348,7 @@ def test_resized_moves_boxes_and_masks_with_the_images(tmp_path):
     assert small.targets[2]["boxes"].tolist() == [[8.0, 8.0, 16.0, 16.0]]
     assert small.targets[2]["masks"].shape == (1, 16, 32) and small.targets[0]["masks"].shape == (2, 16, 32)
     pil = Image.fromarray(pixels("a.png")).resize((32, 16), Image.Resampling.BILINEAR)  # PIL's antialiased bilinear
-    assert (small[0][0].float() - torch.from_numpy(np.asarray(pil)).permute(2, 0, 1).float()).abs().max() <= 1
+    assert (small[0][0].float() - torch.from_numpy(np.array(pil)).permute(2, 0, 1).float()).abs().max() <= 1
     assert small.targets[0]["masks"][1].sum() == 16 * 16  # the right half, still
 
 
