@@ -129,6 +129,13 @@ def test_round_trip_coco_dataset_coco(tmp_path):
     assert load_detection(tmp_path / "copy").source.endswith("annotations.json")  # the folder holding one JSON
 
 
+def test_coco_annotations_without_ids_are_read(tmp_path):
+    scene = json.loads(json.dumps(COCO_SCENE))
+    for ann in scene["annotations"]:
+        del ann["id"], ann["area"], ann["iscrowd"]  # optional for convkit; pycocotools' index needs ids
+    assert_truth(read_coco(write_coco(tmp_path, scene)))
+
+
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools under NumPy 2
 def test_coco_crowd_fractional_boxes_and_masks(tmp_path):
     scene = json.loads(json.dumps(COCO_SCENE))
