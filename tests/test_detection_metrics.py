@@ -437,6 +437,20 @@ def test_voc_classes_without_ground_truth_and_no_detections():
     assert math.isnan(voc_ap([], [], 2)["mAP"])
 
 
+@pytest.mark.parametrize("hit_first", [True, False])
+def test_voc_tied_scores_keep_the_order_given(hit_first):
+    # one object; two detections of equal score: hit, miss -> precision 1 at recall 1; miss, hit -> 1/2,
+    # as COCO ranks them (its sorts are stable too), across images in image order
+    hit, miss = [0, 0, 10, 10], [50, 50, 60, 60]
+    t = [target([hit], [0]), target([], [])]
+    first, second = (hit, miss) if hit_first else (miss, hit)
+    same_image = voc_ap([pred([first, second], [0.7, 0.7], [0, 0]), pred([], [], [])], t, 1)
+    assert same_image["mAP"] == (1.0 if hit_first else 0.5)
+    t2 = [target([hit], [0]), target([hit], [0])]
+    across = voc_ap([pred([first], [0.7], [0]), pred([second], [0.7], [0])], t2, 1)
+    assert across["curves"][0][1].tolist() == ([1.0, 0.5] if hit_first else [0.0, 0.5])
+
+
 def test_voc_iou_threshold_is_inclusive():
     # IoU exactly 0.5: [0, 0, 10, 10] against [0, 0, 10, 20] -> 100 / 200; counted at 0.5 (as the MATLAB devkit
     # and COCO), not at 0.51

@@ -114,19 +114,20 @@ def _boxes(entry: Mapping, where: str) -> np.ndarray:
     return boxes
 
 
-def _labels(entry: Mapping, where: str, size: int, num_classes: int) -> np.ndarray:
-    """``entry["labels"]``: integers in 0..num_classes-1, one per box."""
+def _labels(entry: Mapping, where: str, size: int, num_classes: int | None) -> np.ndarray:
+    """``entry["labels"]``: integers in 0..num_classes-1 (any >= 0 when num_classes is None), one per box."""
     labels = _field(entry, "labels", where, size)
     if size and not (np.issubdtype(labels.dtype, np.integer) or
                      (np.issubdtype(labels.dtype, np.floating) and (labels == np.round(labels)).all())):
         raise DataFormatError(f"{where}['labels']: {shorten(labels.tolist())} ({labels.dtype}), "
                               "expected integer class indices")
     labels = labels.astype(np.int64)
-    bad = (labels < 0) | (labels >= num_classes)
+    bad = (labels < 0) | (labels >= (num_classes if num_classes is not None else np.iinfo(np.int64).max))
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataFormatError(f"{where}['labels'][{row}]: class {labels[row]}, expected 0..{num_classes - 1} "
-                              f"({num_classes} classes; convkit's classes are 0-based)")
+        expected = "a class index >= 0" if num_classes is None else f"0..{num_classes - 1} ({num_classes} classes)"
+        raise DataFormatError(f"{where}['labels'][{row}]: class {labels[row]}, expected {expected}; "
+                              "convkit's classes are 0-based")
     return labels
 
 
@@ -145,7 +146,7 @@ def _masks(entry: Mapping, where: str, size: int, image_size: tuple[int, int] | 
     return masks > 0.5 if np.issubdtype(masks.dtype, np.floating) else masks.astype(bool)
 
 
-def _prediction(entry: Mapping, where: str, num_classes: int, segm: bool = False) -> _Image:
+def _prediction(entry: Mapping, where: str, num_classes: int | None, segm: bool = False) -> _Image:
     boxes = _boxes(entry, where)
     scores = _field(entry, "scores", where, len(boxes)).astype(np.float64)
     if not np.isfinite(scores).all():
@@ -303,7 +304,7 @@ def to_coco_dataset(targets: Sequence[Mapping], num_classes: int, image_sizes=No
 
 
 def _coco_results(predictions: Sequence[_Image], image_ids: Sequence[int],
-                  category_ids: Sequence[int]) -> list[dict]:
+                  category_ids: Sequence[int] | None = None) -> list[dict]:
     """Detections in COCO's results form, in the order given (ties then rank as in pycocotools' stable sorts).
 
     A mask result carries no "bbox": pycocotools' loadRes would then take the box's area for the mask's, and
@@ -313,7 +314,9 @@ def _coco_results(predictions: Sequence[_Image], image_ids: Sequence[int],
     for prediction, image_id in zip(predictions, image_ids):
         xywh = _xywh(prediction.boxes)
         for j in range(len(prediction.boxes)):
-            result = {"image_id": int(image_id), "category_id": int(category_ids[prediction.labels[j]])}
+            label = int(prediction.labels[j])
+            result = {"image_id": int(image_id),
+                      "category_id": label + 1 if category_ids is None else int(category_ids[label])}
             if prediction.masks is not None:
                 result["segmentation"] = _rle(prediction.masks[j])
             else:
@@ -357,20 +360,9 @@ def to_coco_results(predictions: Sequence[Mapping], image_ids: Sequence[int] | N
         image_ids = range(1, len(predictions) + 1)
     elif len(image_ids) != len(predictions):
         raise DataFormatError(f"image_ids: {len(image_ids)} ids for {len(predictions)} images, expected one each")
-    if category_ids is None:
-        num_classes = np.iinfo(np.int64).max
-        category_ids = _PlusOne()
-    else:
-        num_classes = len(category_ids)
+    num_classes = None if category_ids is None else len(category_ids)
     checked = [_prediction(p, f"predictions[{i}]", num_classes, segm) for i, p in enumerate(predictions)]
     return _coco_results(checked, image_ids, category_ids)
-
-
-class _PlusOne:
-    """category id = class index + 1, for any index."""
-
-    def __getitem__(self, index: int) -> int:
-        return int(index) + 1
 
 
 # --- COCO's 12 numbers -----------------------------------------------------------------------------------------
@@ -450,7 +442,7 @@ def coco_metrics(predictions: Sequence[Mapping], targets: Sequence[Mapping], num
                                   f"expected the image's size {t.masks.shape[1]}x{t.masks.shape[2]}")
     dataset = {"images": _coco_images(truth, sizes), "annotations": _coco_annotations(truth),
                "categories": _coco_categories(num_classes, None)}
-    results = _coco_results(found, range(1, len(found) + 1), _PlusOne())
+    results = _coco_results(found, range(1, len(found) + 1))
     evaluator = _cocoeval(dataset, results, iou_type)
     metrics = {name: float(value) for name, value in zip(COCO_METRIC_NAMES, evaluator.stats)}
     precision = evaluator.eval["precision"]  # [IoU threshold, recall threshold, class, area range, max dets]
