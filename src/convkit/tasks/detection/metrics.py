@@ -312,16 +312,16 @@ def _coco_results(predictions: Sequence[_Image], image_ids: Sequence[int],
     """
     results = []
     for prediction, image_id in zip(predictions, image_ids):
-        xywh = _xywh(prediction.boxes)
-        for j in range(len(prediction.boxes)):
-            label = int(prediction.labels[j])
-            result = {"image_id": int(image_id),
-                      "category_id": label + 1 if category_ids is None else int(category_ids[label])}
+        labels = prediction.labels.tolist()  # Python numbers, converted once per image
+        categories = [c + 1 for c in labels] if category_ids is None else [int(category_ids[c]) for c in labels]
+        boxes = _xywh(prediction.boxes).tolist()
+        for j, (category, score) in enumerate(zip(categories, prediction.scores.tolist())):
+            result = {"image_id": int(image_id), "category_id": category}
             if prediction.masks is not None:
                 result["segmentation"] = _rle(prediction.masks[j])
             else:
-                result["bbox"] = xywh[j].tolist()
-            result["score"] = float(prediction.scores[j])
+                result["bbox"] = boxes[j]
+            result["score"] = score
             results.append(result)
     return results
 
