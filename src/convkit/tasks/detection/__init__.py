@@ -1,5 +1,15 @@
-"""Detection: boxes and classes of the objects in an image (issue 13).
+"""Object detection, the second task on the core (issue 13; being built).
 
-Its pieces live in the modules of this package (`convkit.tasks.detection.data` reads COCO, VOC and YOLO
-annotations into one internal form); the task that trains detectors on the engine is built from them.
+The pieces so far, each a module of its own (not imported here, so importing the package stays cheap):
+
+* `convkit.tasks.detection.data`: `DetectionDataset` and the COCO JSON, Pascal VOC and YOLO readers
+  (`load_detection`), one internal form: xyxy pixel boxes, 0-based labels, crowd flags, optional masks;
+  `boxes.clip_boxes`, the one rule for boxes that leave the image.
+* `convkit.tasks.detection.scenes`: the built-in default, real Fashion-MNIST items composed on larger canvases
+  with exact boxes and masks, written as PNGs and COCO JSON.
+* `convkit.tasks.detection.metrics`: COCO's 12 numbers through pycocotools, VOC AP@0.5, precision-recall curves.
+* `convkit.tasks.detection.yolo`: YOLO v1's output layout, the loss of Redmon et al. 2016 (eq. 3) and decoding.
+
+Not yet: the detection `Task` on the training engine, torchvision's Faster R-CNN and RetinaNet on convkit
+backbones, `convkit train --task detect`, evaluate/predict, the benchmark.
 """
