@@ -94,13 +94,17 @@ def _paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _signed_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x) * sqrt(|x| + eps)``: the loss's square root of w and h that a negative prediction cannot break.
+    """``sign(x) * sqrt(|x| + eps)`` (with ``sign(0) = 1``): the loss's square root of w and h that a negative
+    prediction cannot break.
 
     A linear output can predict a negative width; ``sqrt`` of it is NaN and poisons the whole loss. Clamping at 0
     instead would make the gradient of every negative width 0, so it would stay negative for ever; the signed
-    root keeps a finite gradient (``1 / (2 sqrt(|x| + eps))``) that pulls it back towards the target.
+    root keeps a finite, positive slope (``1 / (2 sqrt(|x| + eps))``, at most 500) everywhere, 0 included, that
+    pulls it back towards the target. (``torch.sign`` and ``abs`` would give 0 and a zero gradient at 0.)
     """
-    return torch.sign(x) * torch.sqrt(x.abs() + SQRT_EPS)
+    positive = x >= 0
+    root = torch.sqrt(torch.where(positive, x, -x) + SQRT_EPS)
+    return torch.where(positive, root, -root)
 
 
 class YoloV1Head(nn.Module):
@@ -276,9 +280,9 @@ def yolo_v1_loss(pred: torch.Tensor, targets: YoloTargets, S: int, B: int, C: in
       turned into an image position (``cx = (column + x) / S``); comparing cell offsets with image-relative sizes
       picks the wrong one.
     * Its confidence target is that IoU, detached (no gradient flows through the target); the others' is 0.
-    * The square root of a predicted ``w`` or ``h`` is ``sign(w) * sqrt(|w| + 1e-6)``, so a negative prediction
-      gives a finite loss and a finite gradient that pulls it back up (a plain ``sqrt`` gives NaN; a clamp at 0
-      gives no gradient at all).
+    * The square root of a predicted ``w`` or ``h`` is ``sign(w) * sqrt(|w| + 1e-6)``, so a negative (or zero)
+      prediction gives a finite loss and a finite gradient that pulls it back up (a plain ``sqrt`` gives NaN; a
+      clamp at 0 gives no gradient at all). Targets go through the same root (they are positive).
     * Each sum runs over the whole batch and is divided by the batch size (the loss per image).
 
     Args:
