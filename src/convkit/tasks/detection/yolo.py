@@ -342,8 +342,8 @@ def yolo_v1_loss(pred: torch.Tensor, targets: YoloTargets, S: int, B: int, C: in
     return terms
 
 
-def decode(pred: torch.Tensor, S: int, B: int, C: int, conf_threshold: float = 0.2, iou_threshold: float = 0.5,
-           image_size: tuple[int, int] = (448, 448), max_detections: int = 100,
+def decode(pred: torch.Tensor, S: int, B: int, C: int, conf_threshold: float = 0.2, iou_threshold: float = 0.5, *,
+           image_size: tuple[int, int], max_detections: int = 100,
            min_size: float = 1.0) -> list[dict[str, torch.Tensor]]:
     """The detections of a batch of YOLO v1 outputs: class scores over a threshold, then NMS per class.
 
@@ -360,7 +360,7 @@ def decode(pred: torch.Tensor, S: int, B: int, C: int, conf_threshold: float = 0
         C: classes.
         conf_threshold: the least class score kept (exclusive).
         iou_threshold: NMS's overlap limit.
-        image_size: ``(H, W)`` of the images in pixels.
+        image_size: ``(H, W)`` of the images in pixels (keyword only: no default that could be silently wrong).
         max_detections: the most detections per image, the best first (COCO counts 100).
         min_size: the least width and height in pixels, after clipping.
 
@@ -457,4 +457,5 @@ class YoloV1(nn.Module):
     def decode(self, pred: torch.Tensor, image_size: tuple[int, int], conf_threshold: float = 0.2,
                iou_threshold: float = 0.5, max_detections: int = 100) -> list[dict[str, torch.Tensor]]:
         """:func:`decode` with this model's ``S``, ``B``, ``C``."""
-        return decode(pred, self.S, self.B, self.C, conf_threshold, iou_threshold, image_size, max_detections)
+        return decode(pred, self.S, self.B, self.C, conf_threshold, iou_threshold, image_size=image_size,
+                      max_detections=max_detections)
