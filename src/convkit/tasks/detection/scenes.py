@@ -248,13 +248,15 @@ def write_scenes(folder: str | os.PathLike, train: int = 1000, val: int = 200, s
 
         folder/train/000000.png ...             images (grayscale or RGB PNGs)
         folder/val/000000.png ...
-        folder/annotations/instances_train.json COCO: images (id from 1, file_name relative to folder/train/),
+        folder/annotations/instances_train.json COCO: images (id from 1, file_name "../train/000000.png"),
         folder/annotations/instances_val.json   annotations (id from 1, bbox [x, y, w, h], area = visible
                                                 pixels, iscrowd 0, segmentation RLE), the 10 categories (id 1..10)
         folder/train_masks/000000.png ...       semantic masks: 0 background, class + 1 (category id) on objects
         folder/val_masks/000000.png ...
 
-    Training scenes take their items from the train split, validation scenes from the test split (items the
+    A ``file_name`` is "../train/000000.png": the same file whether it is read relative to the JSON's folder
+    (as ``convkit``'s COCO reader does) or to the image folder (COCO's convention, as torchvision's
+    ``CocoDetection(root="folder/train", ...)``). Training scenes take their items from the train split, validation scenes from the test split (items the
     training scenes never show). Every file is written atomically; a split of 0 scenes is not written. Files of
     an earlier, larger call are not removed (the JSON lists the images that belong).
 
@@ -301,7 +303,7 @@ def write_scenes(folder: str | os.PathLike, train: int = 1000, val: int = 200, s
             pictures.append((paths[name] / file_name, image.numpy()))
             if masks:
                 pictures.append((folder / f"{name}_masks" / file_name, target["semantic"].numpy()[None]))
-            records.append({"id": i + 1, "file_name": file_name, "width": image.shape[2], "height": image.shape[1]})
+            records.append({"id": i + 1, "file_name": f"../{name}/{file_name}", "width": image.shape[2], "height": image.shape[1]})
             annotations += _coco_annotations(target, i + 1, len(annotations) + 1)
         with ThreadPoolExecutor(_WRITERS) as pool:  # each file is synced to disk: overlap the waits
             list(pool.map(lambda job: _write_png(*job), pictures))
