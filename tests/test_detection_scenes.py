@@ -123,6 +123,14 @@ def test_same_arguments_same_bytes_other_seed_or_split_differs():
     assert torch.equal(prefix.images, a.images[:5])
 
 
+def test_without_masks_the_scenes_are_the_same():
+    full, light = make_scenes(6, seed=9), make_scenes(6, seed=9, masks=False)
+    assert torch.equal(full.images, light.images)
+    for a, b in zip(full.targets, light.targets):
+        assert "masks" not in b and sorted(b) == sorted(k for k in a if k != "masks")
+        assert all(torch.equal(a[k], b[k]) for k in b)
+
+
 def test_the_bytes_are_pinned():
     """The same arguments give these bytes on any machine (resizing in float64, numbers from a CPU generator)."""
     images, targets, _ = make_scenes(30, seed=0)
@@ -246,13 +254,15 @@ def test_written_coco_files_read_back_with_pycocotools(tmp_path):
 
 
 def test_empty_scenes_and_empty_splits_write_valid_files(tmp_path):
-    paths = write_scenes(tmp_path, train=2, val=0, objects=0, masks=False)
+    paths = write_scenes(tmp_path, train=2, val=0, objects=0, semantic=False)
     assert sorted(paths) == ["train", "train_annotations"] and not (tmp_path / "val").exists()
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(paths["train_annotations"]))
     assert len(coco.getImgIds()) == 2 and coco.getAnnIds() == []
     with pytest.raises(ScenesError, match="split"):
         write_scenes(tmp_path, split="test")
+    with pytest.raises(ScenesError, match="masks"):
+        write_scenes(tmp_path, masks=False)
 
 
 def test_draw_scenes_writes_a_png_with_the_boxes_in_their_class_colour(tmp_path):
