@@ -361,6 +361,163 @@ def random_affine(images: torch.Tensor, *, rotation: float = 0.0, width_shift: f
     return warp(images, theta.float(), fill_mode, fill_value)
 
 
+def _jitter_theta(n: int, h: int, w: int, scale: float | tuple[float, float],
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Scale-jitter's draws as float64 `affine_matrix`es: a factor s per image (both axes), then a shift
+    uniform in ±|s - 1| / 2 of the size, so an enlarged image still covers the canvas and a reduced one stays
+    whole inside it."""
+    low, high = (1 - scale, 1 + scale) if isinstance(scale, int | float) else scale
+    s = _uniform(n, low, high, generator)
+    tx = _uniform(n, -1.0, 1.0, generator) * (s - 1).abs() * (w / 2)
+    ty = _uniform(n, -1.0, 1.0, generator) * (s - 1).abs() * (h / 2)
+    return affine_matrix(h, w, torch.zeros(n, dtype=torch.float64), tx, ty, zoom_x=s, zoom_y=s,
+                         dtype=torch.float64)
+
+
+def _then(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The `affine_matrix` that moves content by `first`, then by `second` (float64 (N, 2, 3) each)."""
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(len(first), 1, 3)
+    # Each maps output -> input coordinates: the output reads `second`'s input, which reads `first`'s input.
+    return (torch.cat([first, bottom], 1) @ torch.cat([second, bottom], 1))[:, :2]
+
+
+def _mosaic_draws(n: int, h: int, w: int, p: float,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mosaic's draws, always the same number whatever comes out: which images become mosaics (probability p),
+    their 3 partners, and their centres (rows and columns in [size // 4, size - size // 4]).
+
+    Returns:
+        (sources (N, 4) int64: the images shown top-left, top-right, bottom-left, bottom-right; centre_y,
+        centre_x (N,) int64); an image that is not a mosaic has sources (i, i, i, i) and centre (0, 0).
+    """
+    on = torch.rand(n, generator=generator) < p
+    partners = torch.randint(0, max(n, 1), (n, 3), generator=generator)
+    cy = torch.randint(h // 4, h - h // 4 + 1, (n,), generator=generator)
+    cx = torch.randint(w // 4, w - w // 4 + 1, (n,), generator=generator)
+    own = torch.arange(n)
+    sources = torch.where(on[:, None], torch.cat([own[:, None], partners], 1), own[:, None].expand(n, 4))
+    return sources, torch.where(on, cy, 0), torch.where(on, cx, 0)
+
+
+def _mosaic_reads(h: int, w: int, centre_y: torch.Tensor, centre_x: torch.Tensor,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each mosaic pixel reads: its quadrant (N, H, W) (0 top-left .. 3 bottom-right), and the source
+    row (N, H, 1) and column (N, 1, W). Each tile's image touches the centre with its opposite corner, so a
+    pixel (y, x) reads its tile's image at ((y - cy) mod H, (x - cx) mod W)."""
+    cy, cx = to_device(centre_y, device).view(-1, 1, 1), to_device(centre_x, device).view(-1, 1, 1)
+    ys = torch.arange(h, device=device).view(1, h, 1)
+    xs = torch.arange(w, device=device).view(1, 1, w)
+    quadrant = (ys >= cy).long() * 2 + (xs >= cx).long()
+    return quadrant, torch.remainder(ys - cy, h), torch.remainder(xs - cx, w)
+
+
+def mosaic(images: torch.Tensor, sources: torch.Tensor, centre_y: torch.Tensor,
+           centre_x: torch.Tensor) -> torch.Tensor:
+    """Tiles 4 images of the batch around a centre into one image of the same size (YOLOv4's mosaic), exactly.
+
+    Output image i shows `sources[i, 0]` above-left of its centre (cy, cx), whose bottom-right corner touches
+    the centre; `sources[i, 1]` above-right (its bottom-left corner at the centre), `sources[i, 2]`
+    below-left and `sources[i, 3]` below-right. No resizing: every pixel is a copy (index arithmetic only).
+    `Augmenter.detection` draws the sources and centres and moves boxes and masks likewise.
+
+    Args:
+        images: (N, C, H, W) or (N, H, W) label maps, any dtype.
+        sources: (N, 4) int64 image indices; centre_y, centre_x: (N,) int64 in [0, H] and [0, W] (a centre of
+            (0, 0) shows `sources[i, 3]` whole).
+
+    Returns:
+        The mosaics, of the images' shape, dtype and device.
+
+    Example:
+        >>> images = torch.arange(2).view(2, 1, 1, 1).expand(2, 1, 4, 4)
+        >>> mosaic(images, torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1]]), torch.tensor([1, 0]),
+        ...        torch.tensor([3, 0]))[0, 0]
+        tensor([[0, 0, 0, 1],
+                [1, 1, 1, 0],
+                [1, 1, 1, 0],
+                [1, 1, 1, 0]])
+    """
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    dev = images.device
+    quadrant, rows, cols = _mosaic_reads(h, w, centre_y, centre_x, dev)
+    src = to_device(sources, dev).gather(1, quadrant.flatten(1)).view(n, h, w)
+    if images.dim() == 3:
+        return images[src, rows, cols]
+    c = images.shape[1]
+    return images[src[:, None], torch.arange(c, device=dev).view(1, c, 1, 1), rows[:, None], cols[:, None]]
+
+
+def _mosaic_boxes(boxes: list[torch.Tensor], sources: torch.Tensor, centre_y: torch.Tensor,
+                  centre_x: torch.Tensor, h: int, w: int) -> tuple[_Boxes, torch.Tensor, torch.Tensor]:
+    """The boxes of each mosaic: every box of each tile's image, shifted as its image, clipped to the canvas
+    (which is clipping to the tile: a tile's image covers exactly its tile), dropped under 1 px.
+
+    Returns:
+        (the boxes as `_Boxes`, whose `index` numbers the rows listed here; per row, the index into
+        `torch.cat(boxes)` of the box it shows, the quadrant it lies in, and the image it is in; CPU int64).
+    """
+    n = len(sources)
+    _Boxes(boxes, n)  # checks the shapes
+    dev = boxes[0].device if n else torch.device("cpu")
+    counts = torch.tensor([len(b) for b in boxes], dtype=torch.long)
+    starts = counts.cumsum(0) - counts
+    src, quad = sources.flatten(), torch.arange(4).repeat(n)  # one entry per tile, image by image
+    out = torch.arange(n).repeat_interleave(4)
+    per_entry = counts[src]
+    entry = torch.repeat_interleave(torch.arange(len(src)), per_entry)
+    within = torch.arange(len(entry)) - (per_entry.cumsum(0) - per_entry)[entry]
+    flat = starts[src][entry] + within
+    dx = (centre_x[out] - w * (quad % 2 == 0).long())[entry].double()
+    dy = (centre_y[out] - h * (quad < 2).long())[entry].double()
+    shift = to_device(torch.stack([dx, dy, dx, dy], 1), dev)
+    allb = torch.cat([b.to(dev, torch.float64) for b in boxes]) if n else torch.zeros(0, 4, dtype=torch.float64)
+    shifted = allb[to_device(flat, dev)] + shift
+    per_out = per_entry.view(n, 4).sum(1).tolist()
+    moved = _Boxes(list(shifted.split(per_out)), n)
+    moved.dtype = boxes[0].dtype if n and boxes[0].is_floating_point() else torch.float32
+    moved.index = torch.arange(len(entry), device=dev)
+    moved.move(torch.eye(2, 3, dtype=torch.float64).repeat(n, 1, 1), h, w)
+    return moved, flat, quad[entry], out[entry]
+
+
+def _mosaic_objects(masks: torch.Tensor, flat: torch.Tensor, quad: torch.Tensor, owner: torch.Tensor,
+                    centre_y: torch.Tensor, centre_x: torch.Tensor) -> torch.Tensor:
+    """The instance mask of each row of `_mosaic_boxes` in its mosaic: the object's mask (`masks[flat]`)
+    read as `mosaic` reads its image, kept only inside its tile (0 elsewhere). (R, H, W) uint8."""
+    _, h, w = masks.shape
+    dev = masks.device
+    quadrant, rows, cols = _mosaic_reads(h, w, centre_y[owner], centre_x[owner], dev)
+    picked = masks[to_device(flat, dev)].to(torch.uint8)
+    r = torch.arange(len(flat), device=dev).view(-1, 1, 1)
+    inside = quadrant == to_device(quad, dev).view(-1, 1, 1)
+    return torch.where(inside, picked[r, rows, cols], torch.zeros((), dtype=torch.uint8, device=dev))
+
+
+def _check_targets(targets: list[dict], n: int, h: int, w: int) -> tuple[list[torch.Tensor], dict]:
+    """The boxes of detection targets, and their per-object fields concatenated over the batch (labels, and
+    iscrowd and masks where given); ValueError naming the target and field that does not fit."""
+    if not isinstance(targets, list | tuple) or len(targets) != n:
+        raise ValueError(f"targets must be a list of {n} dicts, one per image, got {shorten(targets)}")
+    keys = [k for k in ("labels", "iscrowd", "masks") if targets and k in targets[0]]
+    boxes, fields = [], {k: [] for k in keys}
+    for i, t in enumerate(targets):
+        b = t.get("boxes") if isinstance(t, dict) else None
+        if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] != 4:
+            raise ValueError(f"targets[{i}]['boxes'] must be a float tensor (M, 4), got {shorten(b)}")
+        m = len(b)
+        for k in keys:
+            v = t.get(k)
+            shape = (m, h, w) if k == "masks" else (m,)
+            if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape:
+                raise ValueError(f"targets[{i}][{k!r}] must be a tensor of shape {shape} like the boxes and "
+                                 f"images, got {shorten(v)}")
+            fields[k].append(v)
+        boxes.append(b)
+    if any(k in t for t in targets for k in ("labels", "iscrowd", "masks") if k not in keys):
+        raise ValueError("targets must all have the same fields (labels, iscrowd, masks) or none of them")
+    return boxes, {k: torch.cat(v) for k, v in fields.items()}
+
+
 def channel_shift(images: torch.Tensor, intensity: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Adds a random offset, uniform in [-intensity, intensity], to each channel of each image; clips to 0..255.
 
@@ -585,6 +742,10 @@ _AUGMENT_RULES = {
     "erasing": (lambda v: _number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
     "mixup": (lambda v: _number(v) and v >= 0, "an alpha of at least 0 (0: off)"),
     "cutmix": (lambda v: _number(v) and v >= 0, "an alpha of at least 0 (0: off)"),
+    "scale_jitter": (lambda v: (_number(v) and 0 <= v < 1) or (isinstance(v, tuple) and len(v) == 2
+                                                               and all(_number(z) for z in v) and 0 < v[0] <= v[1]),
+                     "a fraction in [0, 1) or a pair of factors [low, high] with 0 < low <= high"),
+    "mosaic": (lambda v: _number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
 }
 
 
@@ -611,6 +772,13 @@ class AugmentConfig:
         crop_padding: random crop of the original size after padding this many pixels.
         erasing: probability of random erasing per image.
         mixup: mixup's alpha; cutmix: cutmix's alpha. With both, each batch uses one of them at random.
+        scale_jitter: ± fraction, or a (low, high) pair of factors: each image is scaled by one factor on both
+            axes (its aspect kept) and placed at a random position, the enlarged image cropped, the reduced one
+            surrounded by `fill_mode` (use "constant" for detection, so that no object is smeared outside its
+            box). Boxes and masks follow (`Augmenter.with_targets`, `Augmenter.detection`).
+        mosaic: the probability that an image becomes a mosaic of itself and 3 other images of the batch
+            (YOLOv4), tiled around a random centre on a canvas of the images' size; detection and segmentation
+            only (`Augmenter.detection`, `Augmenter.with_targets` with masks): the plain call refuses it.
 
     Example:
         >>> config = AugmentConfig(rotation=10, width_shift=0.1, horizontal_flip=True, crop_padding=4)
@@ -632,10 +800,14 @@ class AugmentConfig:
     erasing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
+    scale_jitter: float | tuple[float, float] = 0.0
+    mosaic: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.zoom, list):  # YAML and `--augment zoom=[0.8,1.2]` give a list
             self.zoom = tuple(self.zoom)
+        if isinstance(self.scale_jitter, list):
+            self.scale_jitter = tuple(self.scale_jitter)
         for name, value in asdict(self).items():
             _check_augment_field(name, value)
 
@@ -661,6 +833,11 @@ class AugmentConfig:
     def affine(self) -> bool:
         """Whether any of rotation, shifts, shear or zoom is on (else the affine warp is skipped)."""
         return any([self.rotation, self.width_shift, self.height_shift, self.shear, self.zoom not in (0, 0.0, (1, 1))])
+
+    @property
+    def jitter(self) -> bool:
+        """Whether scale-jitter is on (a factor range other than exactly 1)."""
+        return self.scale_jitter not in (0, 0.0, (1, 1))
 
 
 class Augmenter:
@@ -699,8 +876,14 @@ class Augmenter:
 
         Returns:
             (float32 images, labels_a, labels_b, lam (N,)); without mixing labels_b = labels_a and lam = 1.
+
+        Raises:
+            AugmentError: if the config asks for a mosaic (detection and segmentation only).
         """
         c, g = self.config, self.generator
+        if c.mosaic > 0:
+            raise AugmentError(f"--augment mosaic={c.mosaic} is for detection and segmentation (one label per "
+                               "image cannot describe 4 images); for classification use cutmix")
         x = self._photometric(self._geometric(images)[0])
         use_cutmix = c.cutmix > 0 and (c.mixup <= 0 or bool(torch.rand(1, generator=g) < 0.5))
         if use_cutmix:
@@ -749,17 +932,95 @@ class Augmenter:
         c = self.config
         if c.mixup > 0 or c.cutmix > 0:
             raise ValueError("mixup/cutmix mix labels of classification; not with masks/boxes")
+        if c.mosaic > 0 and boxes is not None:
+            raise ValueError("mosaic brings the boxes of 4 images into one, so their labels must follow: use "
+                             "Augmenter.detection(images, targets)")
         if masks is not None:
             _check_masks(masks, (len(images), *images.shape[2:]))
+        if c.mosaic > 0:
+            sources, cy, cx = _mosaic_draws(len(images), *images.shape[2:], c.mosaic, self.generator)
+            images = mosaic(images, sources, cy, cx)
+            masks = None if masks is None else mosaic(masks, sources, cy, cx)
         x, masks, boxes, kept = self._geometric(images, masks, boxes, ignore_index, min_visibility)
         return self._photometric(x), masks, boxes, kept
 
+    def detection(self, images: torch.Tensor, targets: list[dict], *,
+                  min_visibility: float = 0.0) -> tuple[torch.Tensor, list[dict]]:
+        """Augments a batch of a detection task: mosaic, then as `with_targets`, objects following their pixels.
+
+        With `mosaic` on, each image becomes, with that probability, a mosaic of itself (top-left) and 3 images
+        of the batch drawn at random (`mosaic`), around a random centre in the middle half of each axis; the
+        objects of each tile move with it and are clipped to it. Then the random crop, flips, affine warp and
+        scale-jitter move the boxes and masks as in `with_targets`; boxes are clipped to the image and dropped
+        when left under 1 pixel or under `min_visibility` of their moved area (one rule for every step), and
+        their labels, crowd flags and instance masks go with them. The draws are made on the CPU generator,
+        the same number whatever the data, so a seed gives the same output on any device.
+
+        Args:
+            images: (N, C, H, W), uint8 or float on the 0..255 scale.
+            targets: N dicts in convkit's internal form: "boxes" float (M_i, 4) pixel xyxy, "labels" int64
+                (M_i,), optional "iscrowd" bool (M_i,) and "masks" uint8 or bool (M_i, H, W) instance masks
+                (on all targets or none).
+            min_visibility: the least fraction of a moved box's area that must stay inside the image.
+
+        Returns:
+            (float32 images, targets): N new dicts with "boxes" (K_i, 4) of the boxes' dtype, "labels",
+            "iscrowd" and "masks" (those given) for the objects kept. Other keys are not carried (an "area"
+            would be stale; a mosaic has 4 image ids).
+
+        Raises:
+            ValueError: if the config mixes images (mixup, cutmix) or the targets do not fit the images.
+
+        Example:
+            >>> augment = Augmenter(AugmentConfig(mosaic=1.0, scale_jitter=(0.5, 1.5), fill_mode="constant"))
+            >>> images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+            >>> targets = [{"boxes": torch.tensor([[4.0, 4.0, 12.0, 20.0]]), "labels": torch.tensor([3])},
+            ...            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+            >>> x, out = augment.detection(images, targets)
+            >>> x.shape, sorted(out[0])
+            (torch.Size([2, 3, 32, 32]), ['boxes', 'labels'])
+        """
+        c = self.config
+        if c.mixup > 0 or c.cutmix > 0:
+            raise ValueError("mixup/cutmix mix labels of classification; not with boxes")
+        n, _, h, w = images.shape
+        boxes, fields = _check_targets(targets, n, h, w)
+        if c.mosaic > 0:
+            sources, cy, cx = _mosaic_draws(n, h, w, c.mosaic, self.generator)
+        else:
+            sources, cy, cx = torch.arange(n)[:, None].expand(n, 4), torch.zeros(n, dtype=torch.long), \
+                torch.zeros(n, dtype=torch.long)
+        moved, flat, quad, owner = _mosaic_boxes(boxes, sources, cy, cx, h, w)
+        if c.mosaic > 0:
+            images = mosaic(images, sources, cy, cx)
+        instances = None
+        if "masks" in fields:
+            instances = (_mosaic_objects(fields["masks"], flat, quad, owner, cy, cx), owner)
+        out = self._geometric(images, None, moved, 0, min_visibility, instances)
+        x, _, new_boxes, kept = out[:4]
+        objects = out[4] if instances is not None else None
+        result = []
+        for i in range(n):
+            rows = kept[i]
+            target = {"boxes": new_boxes[i]}
+            for key, values in fields.items():
+                if key == "masks":
+                    target[key] = objects[rows.to(objects.device)].to(values.dtype)
+                else:
+                    target[key] = values[flat.to(values.device)[rows.to(values.device)]]
+            result.append(target)
+        return self._photometric(x), result
+
     def _geometric(self, images: torch.Tensor, masks: torch.Tensor | None = None,
-                   boxes: list[torch.Tensor] | None = None, ignore_index: int = 255, min_visibility: float = 0.0):
-        """Random crop, flips and affine of the images (float32), their masks and boxes, as configured."""
+                   boxes: list[torch.Tensor] | _Boxes | None = None, ignore_index: int = 255,
+                   min_visibility: float = 0.0, instances: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Random crop, flips, affine and scale-jitter of the images (float32), their masks and boxes, as
+        configured. `instances` is (masks (R, H, W) uint8, owner (R,)): per-object masks moved with the image
+        `owner` names (outside pixels 0); the result then ends with them."""
         c, g = self.config, self.generator
         n, _, h, w = images.shape
-        moved = None if boxes is None else _Boxes(boxes, n)
+        moved = boxes if isinstance(boxes, _Boxes) else None if boxes is None else _Boxes(boxes, n)
+        objects, owner = instances if instances is not None else (None, None)
         x = images
         if c.crop_padding:
             c.check_image_size(h, w)
@@ -768,6 +1029,8 @@ class Augmenter:
             x = _crop(images, p, oy, ox, c.fill_mode, c.fill_value)
             if masks is not None:
                 masks = _crop(masks[:, None], p, oy, ox, "constant", ignore_index)[:, 0]
+            if objects is not None:
+                objects = _crop(objects[:, None], p, oy[owner], ox[owner], "constant", 0)[:, 0]
             if moved is not None:
                 shift = torch.eye(2, 3, dtype=torch.float64).repeat(n, 1, 1)
                 shift[:, 0, 2], shift[:, 1, 2] = p - ox, p - oy
@@ -778,20 +1041,30 @@ class Augmenter:
             x = torch.where(to_device(flip, x.device).view(-1, 1, 1, 1), x.flip(dim), x)
             if masks is not None:
                 masks = torch.where(to_device(flip, masks.device).view(-1, 1, 1), masks.flip(dim), masks)
+            if objects is not None:
+                objects = torch.where(to_device(flip[owner], objects.device).view(-1, 1, 1), objects.flip(dim),
+                                      objects)
             if moved is not None:
                 axis = 0 if dim == -1 else 1
                 matrix[flip, axis, axis], matrix[flip, axis, 2] = -1.0, float(w if axis == 0 else h)
-        if c.affine:
-            theta = _random_theta(n, h, w, c.rotation, c.width_shift, c.height_shift, c.shear, c.zoom, g)
+        if c.affine or c.jitter:
+            theta = (_random_theta(n, h, w, c.rotation, c.width_shift, c.height_shift, c.shear, c.zoom, g)
+                     if c.affine else torch.eye(2, 3, dtype=torch.float64).repeat(n, 1, 1))
+            if c.jitter:  # drawn after the affine's draws, so configs without it draw as before
+                theta = _then(theta, _jitter_theta(n, h, w, c.scale_jitter, g))
             x = warp(x, theta.float(), c.fill_mode, c.fill_value)
             if masks is not None:
                 masks = warp_masks(masks, theta.float(), ignore_index)
+            if objects is not None:
+                objects = warp_masks(objects, theta.float()[owner], 0)
             if moved is not None:
                 bottom = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(n, 1, 3)
                 matrix = torch.cat([_pixel_matrices(theta, h, w), bottom], 1) @ matrix
         if moved is None:
             return x, masks, None, None
         moved.move(matrix[:, :2], h, w)
+        if instances is not None:
+            return (x, masks, *moved.result(min_visibility), objects)
         return (x, masks, *moved.result(min_visibility))
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
