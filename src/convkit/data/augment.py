@@ -14,6 +14,9 @@ Segmentation masks and detection boxes move with their images (`Augmenter.with_t
 `warp_boxes`): the same crop offsets, flip flags and affine matrices move them; masks by nearest neighbour
 (labels are never blended), `ignore_index` where pixels come from outside the image; boxes (pixel xyxy) as the
 enclosing box of their moved corners, clipped to the image, dropped when pushed out, with the indices kept.
+For detection, `Augmenter.detection` takes convkit's target dicts and adds mosaic (`mosaic`, YOLOv4's 4 images
+around a random centre, exact pixel copies) and aspect-keeping scale-jitter (`AugmentConfig.scale_jitter`);
+labels, crowd flags and instance masks follow their boxes.
 """
 
 from __future__ import annotations
@@ -843,8 +846,9 @@ class AugmentConfig:
 class Augmenter:
     """Applies an `AugmentConfig` to batches, reproducibly: same seed, same batches -> same output.
 
-    Order: random crop, flips, affine, channel shift, erasing, then mixup or cutmix. `with_targets` moves
-    segmentation masks and bounding boxes with their images through the crop, flips and affine.
+    Order: mosaic (targets only), random crop, flips, affine and scale-jitter (one warp), channel shift, erasing,
+    then mixup or cutmix. `with_targets` moves segmentation masks and bounding boxes with their images through
+    the geometric steps; `detection` does so for detection targets (labels, crowd flags, instance masks).
 
     Args:
         config: an AugmentConfig (or keyword arguments for one).
