@@ -12,8 +12,8 @@ network answers *what* and *where*. :class:`Localizer` puts two heads on any con
 Why a sigmoid: the target lies in 0..1 in that frame, so the prediction is bounded to the same range (never a
 negative width, never a centre far outside the image), and its start is stable: with the last layer's bias at 0
 every image starts at the centred box of half the image's side, not at a random, possibly huge or inverted box
-that makes the first steps of GIoU and L1 jump. Its cost: a box touching the image's edge exactly is reached only
-in the limit (saturation); IoU > 0.99 needs no more than a logit of about +-5.
+that makes the first steps of GIoU and L1 jump. Its cost: a box as wide as the image is reached only in the limit
+(the sigmoid saturates); a logit of 5 gives 0.993 of the side, close enough for any IoU threshold in use.
 
 :func:`localization_loss` trains it (cross-entropy + L1 and GIoU, or smooth L1); :func:`localization_metrics`
 measures it (accuracy, mean IoU, and both right at IoU >= 0.5, ILSVRC's localisation criterion);
