@@ -9,7 +9,12 @@ The pieces so far, each a module of its own (not imported here, so importing the
   with exact boxes and masks, written as PNGs and COCO JSON.
 * `convkit.tasks.detection.metrics`: COCO's 12 numbers through pycocotools, VOC AP@0.5, precision-recall curves.
 * `convkit.tasks.detection.yolo`: YOLO v1's output layout, the loss of Redmon et al. 2016 (eq. 3) and decoding.
+* `convkit.tasks.detection.localize`: classification + localisation, one box per image, with IoU metrics.
+* `convkit.tasks.detection.models`: torchvision's Faster R-CNN and RetinaNet on convkit backbones (FPN, small
+  anchors, RoI max pooling as an option), no download.
+* Augmentation that moves boxes and masks with the pixels (mosaic, scale-jitter, flips, crops, the affine warp)
+  is `convkit.data.Augmenter.detection`.
 
-Not yet: the detection `Task` on the training engine, torchvision's Faster R-CNN and RetinaNet on convkit
-backbones, `convkit train --task detect`, evaluate/predict, the benchmark.
+Not yet: the detection `Task` on the training engine, `convkit train --task detect`, evaluate/predict, `summary`
+of a detector, the benchmark.
 """
