@@ -333,3 +333,15 @@ def test_a_checkpoint_with_a_broken_adaptation_record_is_one_error_naming_the_fi
     with pytest.raises(CheckpointError, match=message) as err:
         convkit.resolve_model(tmp_path / "bad.safetensors")
     assert "bad.safetensors" in str(err.value)
+
+
+def test_the_report_of_a_finetune_run_shows_its_source_and_phases(source, tmp_path):
+    from convkit.report import build_report
+
+    result = convkit.finetune(source, data="digits", strategy="finetune", epochs=2, head_epochs=1,
+                              runs_dir=tmp_path, name="rep", **QUICK)
+    page = build_report(result.run_dir, gradcams=0).read_text()
+    record = json.loads((result.run_dir / "finetune.json").read_text())
+    assert "<h2>Reuse</h2>" in page and record["source"]["sha256"][:16] in page
+    assert "<td>head</td><td>1–1</td>" in page and "<td>finetune</td><td>2–2</td>" in page
+    assert "other classes than the source" in page

@@ -20,6 +20,7 @@ import base64
 import datetime
 import html
 import io
+import json
 import math
 import os
 import tempfile
@@ -500,6 +501,38 @@ def _config_section(run: _Run) -> str:
             f'<dl class="config">{items}</dl></section>')
 
 
+def _reuse_section(run: _Run) -> str:
+    """A fine-tuning run (finetune.json): its source, the adaptations, and each phase's frozen and trained parts."""
+    file = run.run_dir / "finetune.json"
+    if not file.is_file():
+        return ""
+    record = json.loads(file.read_text(encoding="utf-8"))
+    source = record.get("source") or {}
+    sha = str(source.get("sha256") or "")
+    kind = "trained" if source.get("trained") else "untrained: the from-scratch baseline"
+    lines = [f"<p>source <code>{_e(source.get('ref'))}</code> ({_e(source.get('kind'))}, {_e(kind)}), "
+             f"SHA-256 <code title=\"{_e(sha)}\">{_e(sha[:16])}…</code>; strategy "
+             f"<b>{_e(record.get('strategy'))}</b></p>"]
+    changes = [a.get("text", "") for a in record.get("adaptations") or [] if isinstance(a, dict)]
+    if changes:
+        lines.append("<ul>" + "".join(f"<li>{_e(text)}</li>" for text in changes) + "</ul>")
+    rows = []
+    for phase in record.get("phases") or []:
+        if not isinstance(phase, dict):
+            continue
+        first, last = (phase.get("epochs") or ["?", "?"])[:2]
+        rates = ", ".join(f"{name} {lr:.3g}" for name, lr in (phase.get("group_lrs") or {}).items()
+                          if isinstance(lr, int | float))
+        rows.append(f"<tr><td>{_e(phase.get('name'))}</td><td>{_e(first)}–{_e(last)}</td>"
+                    f"<td>{_e(', '.join(phase.get('trainable_stages') or []))}</td>"
+                    f"<td>{_e(', '.join(phase.get('frozen_stages') or []) or 'nothing')}</td>"
+                    f"<td>{_count(int(phase.get('frozen_size') or 0))}</td><td>{_e(rates)}</td></tr>")
+    table = ('<table id="phases"><thead><tr><th>phase</th><th>epochs</th><th>trained</th><th>frozen</th>'
+             f'<th>frozen weights</th><th>peak lr</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return (f'<section><h2>Reuse</h2><p class="sub">from finetune.json</p>{"".join(lines)}'
+            f'<div class="scroll">{table}</div></section>')
+
+
 def _yaml_value(value) -> str:
     if value is None:
         return "null"
@@ -548,6 +581,7 @@ def _render_page(run: _Run, test_data, gradcams: int, data_dir) -> str:
         _key_figures(run, result.totals["macs"] if result else None),
         "<!--notes-->",
         _plots(run, predictions),
+        _optional(run, "the reuse record", lambda: _reuse_section(run)),
         _epochs_table(run),
     ]
     if gradcams:
