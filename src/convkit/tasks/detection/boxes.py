@@ -41,3 +41,45 @@ def clip_boxes(boxes: torch.Tensor, height: int, width: int) -> tuple[torch.Tens
     keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
     clipped = keep & ((out - boxes).abs() > CLIP_TOLERANCE).any(dim=1)
     return out, keep, clipped
+
+
+def target_tensors(target: dict, index: int, device: torch.device | str | None = None,
+                   num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One target's objects that count, as (boxes float32 (M, 4) xyxy, labels int64 (M,)): crowd regions left out.
+
+    The one reading of a target for every loss that takes convkit's target dicts (YOLO's, the localiser's).
+
+    Args:
+        target: {"boxes", "labels", optional "iscrowd"}.
+        index: its place in the batch, for messages.
+        device: where the tensors go (default: the boxes' own device).
+        num_classes: if given, labels outside 0..num_classes-1 are refused.
+
+    Returns:
+        (boxes, labels) of the objects that are not crowds.
+
+    Raises:
+        ValueError: boxes not (M, 4) or labels not (M,).
+        LabelError: a label outside the classes.
+
+    Example:
+        >>> target_tensors({"boxes": torch.tensor([[0., 0, 4, 4], [1, 1, 2, 2]]), "labels": torch.tensor([1, 0]),
+        ...                 "iscrowd": torch.tensor([False, True])}, 0, num_classes=2)
+        (tensor([[0., 0., 4., 4.]]), tensor([1]))
+    """
+    from convkit.data.errors import LabelError
+
+    boxes = torch.as_tensor(target["boxes"], dtype=torch.float32, device=device)
+    labels = torch.as_tensor(target["labels"], device=boxes.device).long()
+    if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != (boxes.shape[0],):
+        raise ValueError(f"target {index}: boxes must be (M, 4) and labels (M,), got {tuple(boxes.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if "iscrowd" in target:
+        keep = ~torch.as_tensor(target["iscrowd"], device=boxes.device).bool()
+        boxes, labels = boxes[keep], labels[keep]
+    if num_classes is not None:
+        bad = (labels < 0) | (labels >= num_classes)
+        if bad.any():
+            raise LabelError(f"target {index}: label {labels[bad][0].item()} is outside the {num_classes} classes "
+                             f"0..{num_classes - 1}")
+    return boxes, labels

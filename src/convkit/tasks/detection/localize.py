@@ -47,6 +47,7 @@ from torchvision.ops import box_convert, box_iou, clip_boxes_to_image, generaliz
 from convkit.data.errors import LabelError
 from convkit.models._registry import ModelArgumentError
 from convkit.reuse.freeze import model_stages
+from convkit.tasks.detection.boxes import target_tensors
 from convkit.utils import shorten
 
 __all__ = ["BOX_LOSSES", "BoxHead", "Localizer", "decode", "localization_loss", "localization_metrics",
@@ -221,14 +222,7 @@ def single_boxes(targets: Sequence[Mapping], num_classes: int | None = None,
     device = torch.as_tensor(targets[0]["boxes"]).device
     boxes, labels = [], []
     for n, target in enumerate(targets):
-        xyxy = torch.as_tensor(target["boxes"], dtype=torch.float32, device=device)
-        label = torch.as_tensor(target["labels"], device=device).long()
-        if xyxy.dim() != 2 or xyxy.shape[1] != 4 or label.shape != (xyxy.shape[0],):
-            raise ValueError(f"target {n}: boxes must be (M, 4) and labels (M,), got {tuple(xyxy.shape)} and "
-                             f"{tuple(label.shape)}")
-        if "iscrowd" in target:
-            keep = ~torch.as_tensor(target["iscrowd"], device=device).bool()
-            xyxy, label = xyxy[keep], label[keep]
+        xyxy, label = target_tensors(target, n, device)
         if len(label) == 0:
             raise LabelError(f"target {n}: the image has no object; the localiser needs exactly one per image")
         if len(label) > 1:

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image, remove_small_boxes
 
-from convkit.data.errors import LabelError
 from convkit.models._registry import ModelArgumentError
+from convkit.tasks.detection.boxes import target_tensors
 from convkit.utils import shorten
 
 __all__ = ["YoloTargets", "YoloV1", "YoloV1Head", "decode", "encode_targets", "yolo_v1_loss"]
@@ -228,17 +228,7 @@ def encode_targets(targets: list[dict], S: int, C: int, image_size: tuple[int, i
     classes = torch.zeros(N, S * S, C, device=device)
     dropped = 0
     for n, target in enumerate(targets):
-        xyxy = torch.as_tensor(target["boxes"], dtype=torch.float32, device=device)
-        labels = torch.as_tensor(target["labels"], device=device).long()
-        if xyxy.dim() != 2 or xyxy.shape[1] != 4 or labels.shape != (xyxy.shape[0],):
-            raise ValueError(f"target {n}: boxes must be (M, 4) and labels (M,), got {tuple(xyxy.shape)} and "
-                             f"{tuple(labels.shape)}")
-        bad = (labels < 0) | (labels >= C)
-        if bad.any():
-            raise LabelError(f"target {n}: label {labels[bad][0].item()} is outside the {C} classes 0..{C - 1}")
-        if "iscrowd" in target:
-            keep = ~torch.as_tensor(target["iscrowd"], device=device).bool()
-            xyxy, labels = xyxy[keep], labels[keep]
+        xyxy, labels = target_tensors(target, n, device, num_classes=C)
         if not len(labels):
             continue
         scale = torch.tensor([width, height, width, height], device=device)
