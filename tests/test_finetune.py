@@ -345,3 +345,26 @@ def test_the_report_of_a_finetune_run_shows_its_source_and_phases(source, tmp_pa
     assert "<h2>Reuse</h2>" in page and record["source"]["sha256"][:16] in page
     assert "<td>head</td><td>1–1</td>" in page and "<td>finetune</td><td>2–2</td>" in page
     assert "other classes than the source" in page
+
+
+@pytest.mark.parametrize("strategy", ["features", "finetune"])
+def test_a_run_resumes_from_its_own_checkpoint_when_the_source_is_gone(source, tmp_path, strategy):
+    import shutil
+    import signal
+
+    from convkit.train.finetuning import FinetuneTrainer
+
+    gone = tmp_path / "src"
+    shutil.copytree(source, gone)
+    options = {"data": "digits", "strategy": strategy, "epochs": 2, "head_epochs": 1, "runs_dir": tmp_path,
+               "features_cache": str(tmp_path / "cache"), **QUICK}
+    whole = convkit.finetune(gone, name="whole", **options)
+    trainer = FinetuneTrainer(model=str(gone), name="cut", **options)
+    trainer.on_epoch_end.append(lambda t, row: setattr(t, "_stop_signal", signal.SIGINT))  # stop in epoch 2
+    assert trainer.fit().stopped == "interrupted"
+    shutil.rmtree(gone)  # the source is gone: the run rebuilds its network from its own checkpoint
+    resumed = convkit.finetune(resume=tmp_path / "cut", quiet=True)
+    assert resumed.stopped == "completed" and len(resumed.history) == 2
+    for name in ("last.safetensors", "best.safetensors"):
+        ours, theirs = state(tmp_path / "cut" / name), state(whole.run_dir / name)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name

@@ -44,7 +44,7 @@ from torch import nn
 from convkit.data.tensor import ImageTensorDataset
 from convkit.errors import ConvkitError
 from convkit.models.reference import ModelCfg, resolve_model
-from convkit.reuse.adapt import adapt_head, adapt_input_channels
+from convkit.reuse.adapt import Adaptation, adapt_head, adapt_input_channels
 from convkit.reuse.freeze import FreezeError, apply_bn_policy, freeze, model_stages, param_groups
 from convkit.train.config import ConfigError, FinetuneConfig, TrainConfig
 from convkit.train.runfolder import atomic_write_text
@@ -305,6 +305,7 @@ class FinetuneTrainer(Trainer):
     # --- set-up ---------------------------------------------------------------------------------------------
 
     def _data(self, train_data, test_data, model, meta) -> None:
+        self._resume_meta = meta  # a resumed run rebuilds its network from its own checkpoint (see _model)
         super()._data(train_data, test_data, model, meta)
         counts = self.train_data.labels.bincount() if len(self.train_data) else torch.zeros(0)
         present = int((counts > 0).sum())
@@ -320,20 +321,23 @@ class FinetuneTrainer(Trainer):
         """The source, fitted to the data (adaptations printed and recorded), its normalisation, the phases."""
         cfg = self.config
         self._seed_everything(cfg.seed)  # the new head's initial weights depend on the seed alone
-        source, self.source_info = load_source(cfg.model, cfg.weights, log=self._print)
         args = self.task.model_args(self.train_data)
-        self.adaptations = self._adapt(source, args)
-        src = source.model_cfg
-        from_source = self.source_info["trained"] and src.mean is not None
-        if from_source:  # the network reads images as it was trained to (its own mean and std)
-            self.mean, self.std = src.mean_std(self.input_shape[0])
-        self.normalisation = {"mean": self.mean.tolist(), "std": self.std.tolist(),
-                              "from": "source" if from_source else "data"}
+        if self._resume_meta is not None:
+            source, spec = self._from_run(self._resume_meta)
+        else:
+            source, self.source_info = load_source(cfg.model, cfg.weights, log=self._print)
+            self.adaptations = self._adapt(source, args)
+            src = source.model_cfg
+            from_source = self.source_info["trained"] and src.mean is not None
+            if from_source:  # the network reads images as it was trained to (its own mean and std)
+                self.mean, self.std = src.mean_std(self.input_shape[0])
+            self.normalisation = {"mean": self.mean.tolist(), "std": self.std.tolist(),
+                                  "from": "source" if from_source else "data"}
+            spec = dict(src.spec) if isinstance(src.spec, dict) else src.spec
+            resized = [a.to_dict() for a in self.adaptations if a.kind == "input_size"]
+            if isinstance(spec, dict) and resized:
+                spec["adapt"] = resized
         self._set_scale(self.mean, self.std)
-        spec = dict(src.spec) if isinstance(src.spec, dict) else src.spec
-        resized = [a.to_dict() for a in self.adaptations if a.kind == "input_size"]
-        if isinstance(spec, dict) and resized:
-            spec["adapt"] = resized
         self.spec = spec
         name = self.source_info["name"]
         source.model_cfg = ModelCfg(name, task=self.task.name, input_shape=self.input_shape,
@@ -354,6 +358,29 @@ class FinetuneTrainer(Trainer):
         self.phase = 0
         self.phase_records: dict[str, dict] = {}
         self.freeze_record = None
+
+    def _from_run(self, meta: dict) -> tuple[nn.Module, dict]:
+        """A resumed run's network, rebuilt from its own checkpoint's spec (the source is not read again: it may be
+        gone or changed since), with the record of its source and adaptations from finetune.json."""
+        from convkit.models.reference import build_from_spec
+        from convkit.models.weights import load_tensors
+
+        file = self.run_dir / FINETUNE_FILE
+        try:
+            record = json.loads(file.read_text(encoding="utf-8"))
+            self.source_info, self.normalisation = dict(record["source"]), dict(record["normalisation"])
+            self.adaptations = [Adaptation(**a) for a in record["adaptations"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FinetuneError(f"{file}: the fine-tuning record this run resumes from cannot be read ({err}); "
+                                "start the run again") from None
+        spec = meta["model"]
+        model = build_from_spec(spec)
+        if self.config.strategy == "features":  # the body is not in the training state: its saved network is
+            tensors, _ = load_tensors(self.run_dir / "last.safetensors")
+            model.load_state_dict(tensors)
+        self._print(f"resuming: the network rebuilt from {self.run_dir} (source {self.source_info['ref']}, "
+                    f"SHA-256 {self.source_info['sha256'][:16]}...)")
+        return model, spec
 
     def _adapt(self, model: nn.Module, args: dict) -> list:
         """Input channels, input size and classes of the data; each change printed."""
