@@ -227,3 +227,51 @@ def part_totals(model: nn.Module, rows: Sequence[Any], parts: Sequence[Part]) ->
             continue
         out.append({"name": part.name, "params": params, "macs": macs, "activation_bytes": act, "note": part.note})
     return out
+
+
+#: ``convkit summary BACKBONE --detector KIND``: the detector kinds the CLI builds.
+DETECTORS = ("fasterrcnn", "retinanet", "localizer", "yolo")
+
+
+def build_detector(kind: str, backbone: Any, num_classes: int | None = None, in_channels: int | None = None
+                   ) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A detector of ``kind`` on ``backbone`` with its random initial weights, and the input it is summarised at.
+
+    Args:
+        kind: one of :data:`DETECTORS`.
+        backbone: a zoo name, model file, run folder or checkpoint (as `convkit.models.resolve_model` takes).
+        num_classes: object classes (default 3); YOLO uses S=7, B=2.
+        in_channels: image channels (default: the backbone's).
+
+    Returns:
+        ``(model, (C, 96, 96))``: 96 px, the scenes' size and the two-stage detectors' ``min_size`` (no resize).
+
+    Raises:
+        ModelArgumentError: an unknown kind, and what the builders raise.
+
+    Example:
+        >>> model, size = build_detector("yolo", "fastcnn", num_classes=2)
+        >>> type(model).__name__, size
+        ('YoloV1', (1, 96, 96))
+    """
+    from convkit.models._registry import ModelArgumentError
+    from convkit.models.reference import resolve_model
+    from convkit.tasks.detection import models as det
+    from convkit.tasks.detection.localize import Localizer
+    from convkit.tasks.detection.yolo import YoloV1
+    from convkit.utils import shorten
+
+    classes = 3 if num_classes is None else num_classes
+    if kind == "fasterrcnn":
+        model = det.faster_rcnn(backbone, classes, in_channels=in_channels)
+        channels = model.backbone.in_channels
+    elif kind == "retinanet":
+        model = det.retinanet(backbone, classes, in_channels=in_channels)
+        channels = model.backbone.in_channels
+    elif kind in ("localizer", "yolo"):
+        body = resolve_model(backbone, in_channels=in_channels)
+        model = Localizer(body, classes) if kind == "localizer" else YoloV1(body, S=7, B=2, C=classes)
+        channels = next(m.in_channels for m in body.modules() if isinstance(m, nn.Conv2d))
+    else:
+        raise ModelArgumentError(f"detector {shorten(kind)}: expected one of {', '.join(DETECTORS)}")
+    return model, (channels, 96, 96)
