@@ -49,7 +49,9 @@ EXAMPLES = {
   convkit summary alexnet
   convkit summary vgg16 --input 3x224x224 --batch 64 --optimizer adam
   convkit summary resnet18 --num-classes 10 --input 3x32x32 --json
-  convkit summary examples/models/vgg_cifar.yaml --plot vgg_cifar.png""",
+  convkit summary examples/models/vgg_cifar.yaml --plot vgg_cifar.png
+  convkit summary resnet18 --detector fasterrcnn --num-classes 10     Faster R-CNN on resnet18: per-part table
+  convkit summary fastcnn --detector yolo --in-channels 1 --input 1x128x128""",
 }
 
 
@@ -89,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="draw the layer stack as boxes sized by their feature maps")
     p.add_argument("--phase", metavar="NAME", help="for a finetune run folder: freeze as this phase did (default: "
                    "its last phase; the table then counts trainable and frozen parameters per layer)")
+    from convkit.inspect.detection import DETECTORS
+
+    p.add_argument("--detector", choices=DETECTORS, help="summarise this detector on MODEL as its backbone "
+                   "(random weights; --num-classes: object classes, default 3; default input Cx96x96); adds a "
+                   "per-part table (backbone, FPN, RPN, heads)")
     p.set_defaults(run=cmd_summary)
 
     for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds):
@@ -126,7 +133,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from convkit.inspect import summary
     from convkit.inspect.summary import apply_run_freeze
 
-    model, input_shape = build_model(args, args.input)
+    if args.detector:
+        from convkit.inspect.detection import build_detector
+
+        model, input_shape = build_detector(args.detector, args.model, args.num_classes, args.in_channels)
+        input_shape = args.input or input_shape
+    else:
+        model, input_shape = build_model(args, args.input)
     frozen_as = apply_run_freeze(model, args.model, args.phase)  # a finetune run: frozen as its phase was
     with reported_warnings():
         result = summary(model, input_size=input_shape, batch_size=args.batch, optimizer=args.optimizer,

@@ -35,6 +35,7 @@ Conventions (also in :data:`CONVENTIONS` and in every ``to_dict()``):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -49,6 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from convkit.inspect.detection import detector_plan, part_totals
 from convkit.inspect.memory import (
     bytes_per_element,
     dense_equivalent,
@@ -198,6 +200,9 @@ class Summary:
         warnings: shape warnings met while tracing (border pixels dropped by a stride).
         mode: ``"training"`` or ``"eval"``: the mode the model was in, in which rows, multiply-adds and
             inference memory were counted (training memory always uses a training-mode forward).
+        parts: a detector's parts, ``{"name", "params", "macs", "activation_bytes", "note"}`` each (per image;
+            see `convkit.inspect.detection`); empty for other models.
+        notes: how a detector was counted (what ran for real, the proposal count).
     """
 
     model: str
@@ -210,6 +215,8 @@ class Summary:
     memory: dict[str, dict[str, int]]
     warnings: list[str] = field(default_factory=list)
     mode: str = "training"
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def trainable_parameters(self) -> int:
@@ -243,6 +250,8 @@ class Summary:
             "memory": {k: dict(v) for k, v in self.memory.items()},
             "warnings": list(self.warnings),
             "mode": self.mode,
+            "parts": [dict(p) for p in self.parts],
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -253,7 +262,8 @@ class Summary:
             optimizer=data["optimizer"], dtype=data["dtype"],
             rows=[LayerRow.from_dict(r) for r in data["layers"]], totals=dict(data["totals"]),
             memory={k: dict(v) for k, v in data["memory"].items()}, warnings=list(data.get("warnings", [])),
-            mode=data.get("mode", "training"),
+            mode=data.get("mode", "training"), parts=[dict(p) for p in data.get("parts", [])],
+            notes=list(data.get("notes", [])),
         )
 
     CSV_COLUMNS = (
@@ -510,14 +520,21 @@ def summary(
     # training-mode forward saves (dropout masks, batch statistics, auxiliary heads): a second pass for an
     # eval-mode model, whose per-layer saved bytes then come from that pass
     # (that second pass records only module calls and saved bytes: the rows come from the first)
-    mode = "training" if module.training else "eval"
+    plan = detector_plan(module)
+    real = plan is not None and plan.device is not None  # torchvision's detectors: run for real, in eval mode
+    if real and torch.device(device).type == "meta":
+        device = plan.device
+    mode = "training" if module.training and not real else "eval"
     prepared = prepare_trace(module, device, dtype)
-    trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device,
-                        saved_tensors=module.training, prepared=prepared)
-    saved_trace = trace
-    if not module.training:
-        saved_trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device, training=True,
-                                  layers=False, prepared=prepared)
+    with plan.counting() if plan is not None else contextlib.nullcontext():
+        trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device,
+                            saved_tensors=mode == "training", prepared=prepared, training=False if real else None,
+                            call=plan.call if plan is not None else None)
+        saved_trace = trace
+        if mode == "eval":
+            saved_trace = trace_model(module, input_size, batch=_TRACE_BATCH, dtype=dtype, device=device,
+                                      training=True, layers=False, prepared=prepared,
+                                      call=plan.train_call if real else None)
         calls: dict[tuple[int, int], int] = {}
         counts: dict[int, int] = {}
         for frame in saved_trace.frames:
@@ -576,7 +593,9 @@ def summary(
     }
     return Summary(model=name, input_size=input_size, batch_size=batch_size, optimizer=str(optimizer).lower(),
                    dtype=str(used_dtype).removeprefix("torch."), rows=rows, totals=totals, memory=memory,
-                   warnings=list(trace.warnings), mode=mode)
+                   warnings=list(trace.warnings), mode=mode,
+                   parts=part_totals(module, rows, plan.parts) if plan is not None else [],
+                   notes=list(plan.notes) if plan is not None else [])
 
 
 # -- a finetune run's frozen parameters ------------------------------------------------------------------------
@@ -692,6 +711,26 @@ def apply_run_freeze(model: nn.Module, run_dir: str | os.PathLike, phase: str | 
 # -- the table ---------------------------------------------------------------------------------------------
 
 
+def _parts_lines(s: Summary) -> list[str]:
+    """A detector's "Parts:" table (per image) and how it was counted; nothing for other models."""
+    if not s.parts:
+        return []
+    headers = ("Part", "Params", "MACs", "New act.", "Note")
+    table = [(p["name"], f"{p['params']:,}", f"{p['macs']:,}", format_bytes(p["activation_bytes"]), p.get("note", ""))
+             for p in s.parts]
+    table.append(("total", f"{sum(p['params'] for p in s.parts):,}", f"{sum(p['macs'] for p in s.parts):,}",
+                  format_bytes(sum(p["activation_bytes"] for p in s.parts)), ""))
+    widths = [max(len(row[i]) for row in (headers, *table)) for i in range(len(headers))]
+
+    def fmt(cells):
+        return "  ".join(c.rjust(w) if 0 < i < 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * max(len(fmt(row).rstrip()) for row in (headers, *table))
+    return ["Parts (per image; New act.: activations first made in the part):", rule, fmt(headers).rstrip(), rule,
+            *(fmt(row).rstrip() for row in table[:-1]), rule, fmt(table[-1]).rstrip(),
+            *(f"Note: {n}" for n in s.notes)]
+
+
 def _render(s: Summary) -> str:
     # a model with frozen parameters gets a Trainable and a Frozen column after Params (torchinfo's totals below)
     frozen = s.totals.get("frozen_parameters", 0) > 0
@@ -771,6 +810,7 @@ def _render(s: Summary) -> str:
         f"{format_bytes(infer['weights'])} + buffers {format_bytes(infer['buffers'])} + peak live activations "
         f"{format_bytes(infer['activations'])}",
     ]
+    lines += _parts_lines(s)
     if t["parameters_in_layers"] != t["parameters"]:
         lines.append(f"Note: {t['parameters'] - t['parameters_in_layers']:,} parameters belong to modules the "
                      f"forward pass does not call")

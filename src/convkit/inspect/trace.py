@@ -97,6 +97,8 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
             stack.extend(reversed(item))
         elif isinstance(item, dict):
             stack.extend(reversed(list(item.values())))
+        elif isinstance(getattr(item, "tensors", None), torch.Tensor):  # torchvision's ImageList
+            stack.append(item.tensors)
     return found
 
 
@@ -640,6 +642,7 @@ def trace_model(
     saved_tensors: bool = True,
     layers: bool = True,
     prepared: PreparedTrace | None = None,
+    call: Any = None,
 ) -> Trace:
     """Run ``model`` once on a batch of ``batch`` inputs of per-sample shape ``input_size``, instrumented.
 
@@ -661,6 +664,8 @@ def trace_model(
         layers: the per-operator bookkeeping (output shapes, multiply-adds, receptive fields, liveness);
             ``False`` records only module calls and their saved bytes, for a second pass that needs no more.
         prepared: `prepare_trace`'s result for this model, device and dtype, to share between passes.
+        call: the batch tensor -> the model's positional arguments (a detector's list of images and targets);
+            ``None``: the batch itself.
 
     Returns:
         A :class:`Trace`.
@@ -791,7 +796,7 @@ def trace_model(
                 stack.callback(setattr, torch.nn.functional, "scaled_dot_product_attention", _SDPA)
             try:
                 with tracer:
-                    output = model(x)
+                    output = model(x) if call is None else model(*call(x))
             except ShapeError:
                 raise
             except Exception as err:  # torch words shape errors in many ways: keep its words, add ours
