@@ -15,6 +15,9 @@ The pieces so far, each a module of its own (not imported here, so importing the
 * Augmentation that moves boxes and masks with the pixels (mosaic, scale-jitter, flips, crops, the affine warp)
   is `convkit.data.Augmenter.detection`.
 
-Not yet: the detection `Task` on the training engine, `convkit train --task detect`, evaluate/predict, `summary`
-of a detector, the benchmark.
+`convkit summary BACKBONE --detector fasterrcnn|retinanet|localizer|yolo` inspects each detector per part
+(`convkit.inspect.detection`).
+
+Not yet: the detection `Task` on the training engine, `convkit train --task detect`, evaluate/predict, the
+benchmark.
 """
