@@ -78,6 +78,9 @@ def main() -> int:
     parser.add_argument("--val", type=int, default=300, help="held-out validation scenes")
     parser.add_argument("--canvas", type=int, default=96, help="scene size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="the scene generator's seed")
+    parser.add_argument("--epochs", type=int, default=100,
+                        help="Ultralytics' epochs (its default, 100): time= re-plans them, but optimizer='auto' picks "
+                             "from epochs x batches: AdamW up to 10,000 iterations, MuSGD (slow on a CPU) above")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="Ultralytics data loader workers")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -155,7 +158,7 @@ def main() -> int:
         model.add_callback("on_train_batch_end", on_train_batch_end)
         stage = "training"
         t = time.perf_counter()
-        model.train(data=str(data_yaml), epochs=1000, time=args.minutes / 60, imgsz=imgsz, batch=args.batch,
+        model.train(data=str(data_yaml), epochs=args.epochs, time=args.minutes / 60, imgsz=imgsz, batch=args.batch,
                     device="cpu", workers=args.workers, pretrained=False, amp=False, plots=False, val=False,
                     project=str(work / "runs"), name="yolov8n", exist_ok=True, seed=args.seed, verbose=False)
         train_seconds = time.perf_counter() - t
