@@ -55,7 +55,7 @@ from convkit.data.folder import (
     survey_images,
 )
 from convkit.tasks.detection.boxes import clip_boxes
-from convkit.utils import atomic_write_text, load_yaml, shorten
+from convkit.utils import atomic_write, atomic_write_text, load_yaml, make_folder, shorten
 
 __all__ = ["DetectionDataset", "load_detection", "read_coco", "read_voc", "read_yolo"]
 
@@ -396,6 +396,81 @@ class DetectionDataset:
         else:
             names = [Path(os.path.relpath(Path(p).resolve(), folder.resolve())).as_posix() for p in self.image_files]
         return atomic_write_text(path, json.dumps(self.coco_dict(names)))
+
+    def to_yolo(self, folder: str | os.PathLike, split: str = "train") -> Path:
+        """Writes the dataset as a YOLO folder (Ultralytics' layout), for tools that read only that format.
+
+        The layout::
+
+            folder/images/<split>/000000.png ...   the images (PNG, as they are: grayscale or RGB)
+            folder/labels/<split>/000000.txt ...   one "class cx cy w h" line per object, fractions of the image
+            folder/data.yaml                       path (the folder, absolute), <split>: images/<split>, names
+
+        Calls with other splits add to the same folder and to the same ``data.yaml`` (e.g. "train" then "val"),
+        which is what ``YOLO(...).train(data="folder/data.yaml")`` takes. Every file is written atomically; an
+        image without objects gets an empty label file. YOLO labels hold no crowd flag and no masks: crowd
+        objects (``iscrowd``) are left out, and masks are not written. `read_yolo` reads the folder back.
+
+        Args:
+            folder: where to write (created if missing).
+            split: the split's name (a plain folder name, e.g. "train" or "val").
+
+        Returns:
+            The path of ``data.yaml``.
+
+        Raises:
+            DataFormatError: `split` is not a plain folder name, or ``data.yaml`` is there already with other
+                class names (or is not a YAML mapping).
+            OSError: the folder cannot be written, naming the path.
+
+        Example:
+            >>> ds = DetectionDataset(torch.zeros(1, 3, 8, 16, dtype=torch.uint8),
+            ...                       [{"boxes": [[2.0, 2.0, 6.0, 4.0]], "labels": [1]}], ["cat", "dog"])
+            >>> data_yaml = ds.to_yolo("exported", split="val")
+            >>> Path("exported/labels/val/000000.txt").read_text()
+            '1 0.25 0.375 0.25 0.25\\n'
+            >>> load_detection("exported", split="val").targets[0]["boxes"]
+            tensor([[2., 2., 6., 4.]])
+        """
+        import yaml
+
+        folder = Path(folder)
+        if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", split):
+            raise DataFormatError(f"to_yolo: split: expected a plain folder name such as 'train' or 'val', found "
+                                  f"{shorten(split)}")
+        data_yaml = folder / "data.yaml"
+        doc: dict = {}
+        if data_yaml.is_file():
+            doc = load_yaml(_read_bytes(data_yaml, MAX_ANNOTATION_BYTES).decode("utf-8-sig"), str(data_yaml))
+            if not isinstance(doc, dict):
+                raise DataFormatError(f"{data_yaml}: expected a YAML mapping (path, train, val, names), found "
+                                      f"{shorten(doc)}")
+            if doc.get("names") not in (None, self.classes):
+                raise DataFormatError(f"{data_yaml}: names: the folder holds other classes {shorten(doc['names'])}; "
+                                      f"expected {shorten(self.classes)} (write to another folder)")
+        jobs = []
+        for i, (image, target) in enumerate(zip(self.images, self.targets)):
+            h, w = int(image.shape[1]), int(image.shape[2])
+            keep = ~target["iscrowd"]
+            lines = []
+            for (x1, y1, x2, y2), label in zip(target["boxes"][keep].double().tolist(), target["labels"][keep].tolist()):
+                values = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
+                lines.append(" ".join([str(label), *(f"{v:.8g}" for v in values)]) + "\n")
+            jobs.append((folder / "images" / split / f"{i:06d}.png", image, folder / "labels" / split / f"{i:06d}.txt",
+                         "".join(lines)))
+
+        def write(job) -> None:
+            image_path, image, label_path, text = job
+            a = image.permute(1, 2, 0).numpy()
+            atomic_write(image_path, lambda tmp: Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(tmp, "PNG"))
+            atomic_write_text(label_path, text)
+
+        make_folder(folder / "images" / split)
+        make_folder(folder / "labels" / split)
+        with ThreadPoolExecutor(4) as pool:  # each file is synced to disk: overlap the waits
+            list(pool.map(write, jobs))
+        doc.update({"path": str(folder.resolve()), split: f"images/{split}", "names": list(self.classes)})
+        return atomic_write_text(data_yaml, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
 # ------------------------------------------------------------------------------------------- shared by the readers
