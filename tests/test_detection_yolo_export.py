@@ -68,14 +68,26 @@ def test_split_must_be_a_plain_name(tmp_path, split):
 
 
 def test_ultralytics_reads_the_same_labels(scenes, tmp_path):
-    """Independent reader: Ultralytics' own label parser (when installed) finds the same normalised boxes."""
-    utils = pytest.importorskip("ultralytics.data.utils")
+    """Independent reader: Ultralytics' own label parser (when installed) finds the same normalised boxes.
+
+    Ultralytics runs in a process of its own: importing it registers PIL plugins (HEIF) that would change how
+    every later test in this process decodes images."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics is not installed (the bench extra: pip install -e '.[bench]')")
     val = load_detection(scenes / "annotations" / "instances_val.json")
     val.to_yolo(tmp_path, "val")
-    image = tmp_path / "images/val/000000.png"
-    label = tmp_path / "labels/val/000000.txt"
-    out = utils.verify_image_label((str(image), str(label), "", False, len(val.classes), 0, 0, False))
-    lb = torch.as_tensor(out[1])
+    image, label = tmp_path / "images/val/000000.png", tmp_path / "labels/val/000000.txt"
+    code = ("import json, sys; from ultralytics.data.utils import verify_image_label; "
+            f"out = verify_image_label(({str(image)!r}, {str(label)!r}, '', False, {len(val.classes)}, 0, 0, False)); "
+            "print(json.dumps(out[1].tolist()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lb = torch.tensor(json.loads(done.stdout.strip().splitlines()[-1]))
     h, w = val.image_shape[1:]
     cx, cy, bw, bh = lb[:, 1:].double().unbind(1)
     boxes = torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], 1)
