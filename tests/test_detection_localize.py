@@ -3,7 +3,6 @@ against hand examples, decoding into pixels, one-object rules, freezing, and ove
 Fashion-MNIST scenes."""
 
 import math
-import time
 
 import pytest
 import torch
@@ -265,20 +264,17 @@ def test_overfits_four_synthetic_shapes(one_thread):
                       box_hidden=64)
     before = localization_metrics(model(images), targets, (32, 32))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    start = time.perf_counter()
     for _ in range(150):
         loss = localization_loss(model(images), targets, (32, 32))["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    elapsed = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
         after = localization_metrics(model(images), targets, (32, 32))
     assert before["mean_iou"] < 0.5
     assert after["accuracy"] == 1.0 and after["acc_at_iou50"] == 1.0
     assert after["mean_iou"] > 0.8
-    assert elapsed < 15  # about 1.5 s on one core
 
 
 def test_two_epochs_on_fashion_mnist_scenes(one_thread):

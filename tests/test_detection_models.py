@@ -1,6 +1,5 @@
 """Faster R-CNN and RetinaNet from torchvision on convkit backbones (issue 13): convkit.tasks.detection.models."""
 
-import time
 
 import pytest
 import torch
@@ -228,7 +227,6 @@ def test_overfit_two_images_lowers_the_loss():
     images, targets = _scenes(1)
     images, targets = to_torchvision_images(images), to_torchvision_targets(targets)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    start = time.perf_counter()
     history = []
     for _ in range(10):
         loss = sum(model(images, targets).values())
@@ -236,5 +234,4 @@ def test_overfit_two_images_lowers_the_loss():
         loss.backward()
         optimizer.step()
         history.append(loss.item())
-    assert time.perf_counter() - start < 15  # about 2.5 s alone on one thread; the margin is for a busy machine
     assert sum(history[-3:]) / 3 < 0.6 * sum(history[:3]) / 3, history
