@@ -35,6 +35,8 @@ EXAMPLES = {
   convkit train resnet20 --data cifar10 --epochs 30 --augment horizontal_flip=1,crop_padding=4
   convkit train --data fashion-mnist --data-dir ~/data --epochs 10 --ema 0.999 --quiet
   convkit train my_model.yaml --data photos/ --optimizer adamw --lr 3e-3 --schedule cosine --warmup-epochs 1
+  convkit train --task detect                    a YOLO-style detector on the built-in scenes (a few minutes)
+  convkit train --task detect --model fasterrcnn --backbone resnet18 --data coco.json --val-data val.json
   convkit train --resume runs/fastcnn-20250101-120000      continue after Ctrl-C, SIGTERM or kill -9
   convkit train --config runs/fastcnn-20250101-120000/config.yaml --name again    repeat a run
   torchrun --nproc_per_node=2 -m convkit train resnet20 --data cifar10   several GPUs or processes""",
@@ -50,10 +52,13 @@ EXAMPLES = {
     "evaluate": """examples:
   convkit evaluate runs/fastcnn-20250101-120000             on the run's own test set (what it reported)
   convkit evaluate runs/fastcnn-20250101-120000/last.safetensors --data fashion-mnist --json
-  convkit evaluate model.safetensors --data photos/test --worst 32 --out report/""",
+  convkit evaluate model.safetensors --data photos/test --worst 32 --out report/
+  convkit evaluate runs/yolo-20250101-120000 --json          a detector: COCO's 12 numbers, VOC AP, eval_pr.png
+  convkit evaluate runs/yolo-20250101-120000 --data scenes/annotations/instances_val.json""",
     "predict": """examples:
   convkit predict runs/fastcnn-20250101-120000 shoe.png
-  convkit predict runs/fastcnn-20250101-120000 photos/ --top 3 --json""",
+  convkit predict runs/fastcnn-20250101-120000 photos/ --top 3 --json
+  convkit predict runs/yolo-20250101-120000 scenes/val --out drawn/ --format coco > detections.json""",
     "lr-find": """examples:
   convkit lr-find                                  fastcnn on the shipped subset
   convkit lr-find resnet20 --data cifar10 --batch-size 128 --out lr.png""",
@@ -173,7 +178,7 @@ def _config(args: argparse.Namespace, config_class: type | None = None):
     config_class = config_class or TrainConfig
     if args.config and not Path(args.config).is_file():
         raise CLIError(f"--config {args.config}: no such file (give a YAML file such as a run's config.yaml)")
-    base = config_class.from_yaml(args.config) if args.config else config_class()
+    base = config_class.from_yaml(args.config) if args.config else config_class.for_task(getattr(args, "task", None))
     return base.replace(**config_overrides(args, config_class))
 
 
@@ -226,6 +231,14 @@ def _print_summary(result) -> None:
     import numpy as np
 
     last, best, run = result.history[-1], result.best, result.run_dir
+    if "test_map" in last:  # a detector
+        print(f"\nvalidation mAP@[.5:.95] {100 * last['test_map']:.2f}%, mAP@0.5 {100 * last['test_map50']:.2f}%; "
+              f"best mAP@[.5:.95] {100 * best['test_map']:.2f}% (mAP@0.5 {100 * best['test_map50']:.2f}%) at epoch "
+              f"{best['epoch']}; {last['elapsed_s']:.1f} s of training")
+        print(f"run folder: {run}  (best.safetensors, last.safetensors, config.yaml, metrics.csv, curves.png, "
+              "val_predictions.png)")
+        print(f"next: convkit evaluate {run}    convkit predict {run} IMAGE_OR_FOLDER --out drawn/")
+        return
     print(f"\ntest accuracy {100 * last['test_acc']:.2f}% (top-5 {100 * last['test_top5']:.2f}%); best "
           f"{100 * best['test_acc']:.2f}% at epoch {best['epoch']}; {last['elapsed_s']:.1f} s of training")
     if result.confusion is not None:
@@ -245,6 +258,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     ckpt = load_checkpoint(args.checkpoint, args.device)
+    if ckpt.meta.get("task") == "detect":
+        return _evaluate_detector(ckpt, args)
     split = args.split or "test"
     dataset, what = _evaluation_data(ckpt, args.data, split, args.data_dir)
     out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
@@ -256,6 +271,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{ckpt.path} on {what}:\n{result}")
         for name, path in result.files.items():
             print(f"wrote {path} ({name})", file=sys.stderr)
+    return 0
+
+
+def _evaluate_detector(ckpt, args) -> int:
+    """`convkit evaluate` of a detector: COCO's 12 numbers, VOC AP per class, PR curves (eval_pr.png)."""
+    from convkit.tasks.detection.inference import evaluate_detector, evaluation_data
+
+    dataset, what = evaluation_data(ckpt, args.data, args.data_dir)
+    out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
+    result = evaluate_detector(ckpt, dataset, batch_size=min(args.batch_size, 64), device=args.device, out=out)
+    if args.json:
+        print_json({"checkpoint": str(ckpt.path), "data": str(args.data) if args.data else None,
+                    "evaluated_on": what, **result.to_dict()})
+    else:
+        print(f"{ckpt.path} on {what} ({result.images:,} images):\n{result}")
+        for name, path in result.files.items():
+            print(f"wrote {path} ({name.replace('_', ' ')})", file=sys.stderr)
     return 0
 
 
@@ -285,6 +317,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from convkit.train.config import check_device
 
     args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
+    if _is_detector(args.checkpoint):
+        return _predict_detector(args)
+    if args.format == "coco":
+        raise CLIError("--format coco writes detections; this checkpoint is a classifier")
     results = predict(args.checkpoint, args.images, top=args.top, batch_size=args.batch_size, device=args.device)
     failed = [r for r in results if r.error]
     for r in failed:
@@ -297,6 +333,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{r.path}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top))
     if not results:
         raise CLIError("no images found in " + ", ".join(args.images))
+    return 1 if failed else 0
+
+
+def _is_detector(checkpoint) -> bool:
+    from convkit.models.weights import find_checkpoint, read_meta
+
+    try:
+        return read_meta(find_checkpoint(Path(checkpoint), "best")).get("task") == "detect"
+    except Exception:  # not there or not readable: predict itself says what is wrong
+        return False
+
+
+def _predict_detector(args) -> int:
+    """`convkit predict` with a detector: labelled boxes drawn on each image, detections as JSON or COCO."""
+    from convkit.tasks.detection.inference import predict_detections
+
+    out = Path(args.out) if args.out else None
+    results, coco = predict_detections(args.checkpoint, args.images, score_threshold=args.conf,
+                                       batch_size=min(args.batch_size, 64), device=args.device, draw=out)
+    if not results:
+        raise CLIError("no images found in " + ", ".join(args.images))
+    failed = [r for r in results if r.error]
+    for r in failed:
+        warn(r.error)
+    if args.format == "coco":
+        print_json(coco)
+    elif args.json:
+        print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            if not r.error:
+                found = ", ".join(f"{c} {100 * s:.0f}% at [{', '.join(f'{v:.0f}' for v in b)}]"
+                                  for c, s, b in zip(r.classes, r.scores, r.boxes))
+                print(f"{r.path}: {found or 'nothing above the threshold'}")
+    if out is not None:
+        print(f"wrote {sum(1 for r in results if r.drawn)} drawn image(s) to {out}/", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -318,7 +390,7 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     """Adds the train, evaluate, predict and lr-find subparsers to ``verbs`` (from add_subparsers)."""
     fmt = formatter_class
     p = verbs.add_parser("train", help="train a model (default: fastcnn on the shipped Fashion-MNIST subset)",
-                         description="Train a classifier. Writes runs/<name>/: config.yaml, metrics.csv, "
+                         description="Train a classifier (or, with --task detect, a detector). Writes runs/<name>/: config.yaml, metrics.csv, "
                          "curves.png, confusion.png, best/last.safetensors and resume.safetensors. Ctrl-C or "
                          "SIGTERM saves and stops; --resume continues (bit-identical on CPU).",
                          epilog=EXAMPLES["train"], formatter_class=fmt)
@@ -372,6 +444,11 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                    help="classes per image (default: 5; more than the model has: all of them)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, or auto (default: cpu)")
+    p.add_argument("--conf", type=positive_float, default=0.4,
+                   help="detectors: the least score of a detection shown (default: 0.4)")
+    p.add_argument("--out", help="detectors: a folder where each image is drawn with its labelled boxes (PNG)")
+    p.add_argument("--format", choices=["json", "coco"], help="detectors: coco prints a COCO results file "
+                   "(image ids 1, 2, ... in file order; category id = class index + 1), json as --json")
     add_json(p)
     p.set_defaults(run=cmd_predict)
 

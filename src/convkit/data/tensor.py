@@ -65,6 +65,27 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(state))
 
 
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), on the [0, 1] scale, as float32.
+
+    Chunks of float64 sums: exact enough for 60,000 images and never a float copy of the whole set.
+
+    Example:
+        >>> mean, std = channel_stats(torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1))
+        >>> mean.tolist(), std.tolist()
+        ([0.5], [0.5])
+    """
+    sums = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(sums)
+    for chunk in images.split(4096):
+        x = chunk.double().div_(255).transpose(0, 1).flatten(1)
+        sums += x.sum(1).cpu()
+        squares += x.square().sum(1).cpu()
+    count = max(1, images[:, 0].numel())
+    mean = sums / count
+    return mean.float(), (squares / count - mean.square()).clamp_min(1e-12).sqrt().float()
+
+
 class EpochBatches:
     """One epoch's batches of a dataset, in the order fixed by (seed, epoch); `position` counts the samples served.
 
@@ -164,17 +185,7 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         return self.images.device
 
     def _stats(self) -> None:
-        # Chunks of float64 sums: exact enough for 60,000 images and never a float copy of the whole set.
-        sums = torch.zeros(self.images.shape[1], dtype=torch.float64)
-        squares = torch.zeros_like(sums)
-        for chunk in self.images.split(4096):
-            x = chunk.double().div_(255).transpose(0, 1).flatten(1)
-            sums += x.sum(1).cpu()
-            squares += x.square().sum(1).cpu()
-        count = max(1, self.images[:, 0].numel())
-        mean = sums / count
-        self._mean = mean.float()
-        self._std = (squares / count - mean.square()).clamp_min(1e-12).sqrt().float()
+        self._mean, self._std = channel_stats(self.images)
 
     @property
     def mean(self) -> torch.Tensor:

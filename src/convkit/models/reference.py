@@ -180,6 +180,13 @@ def build_from_spec(spec: dict, meta: bool = False) -> nn.Module:
         path = spec.get("path", "<checkpoint>")
         return _sized(lambda: parse_model_file(spec["text"], path, num_classes=spec.get("num_classes"),
                                                in_channels=spec.get("in_channels")), str(path), meta)
+    if kind == "detector":  # a detector on a convkit backbone (the detection task's; above models: imported on use)
+        from convkit.tasks.detection.detector import detector_from_spec
+
+        try:
+            return detector_from_spec(spec)
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"the checkpoint's detector spec: {shorten(str(err), 200)}") from None
     if kind == "python":
         raise CheckpointError(f"the checkpoint's model ({spec.get('class', 'a Python module')}) was built in "
                               "Python; pass model= (an instance of the same architecture) to load its weights")

@@ -312,7 +312,8 @@ MAX_CLASSES = 100_000  # more outputs than any classifier has (ImageNet-21k: 21,
 MAX_CHANNELS = 1024
 MAX_SIDE = 16384  # pixels on a side of the input image
 _SPEC_KEYS = {"kind", "name", "kwargs", "num_classes", "in_channels", "path", "text", "class", "adapt"}
-_SPEC_KINDS = ("zoo", "file", "python")
+_SPEC_KINDS = ("zoo", "file", "python", "detector")
+_DETECTOR_KEYS = {"kind", "detector", "backbone", "num_classes", "in_channels", "image_size", "kwargs"}
 
 
 def check_meta(meta, path: str | os.PathLike) -> dict:
@@ -406,6 +407,9 @@ def _check_spec(spec, bad) -> None:
     """model: the spec that rebuilds the architecture (see `convkit.models.reference`)."""
     if not isinstance(spec, dict):
         raise bad("model", spec, "a mapping (the model spec)")
+    if spec.get("kind") == "detector":  # a detector on a backbone: the backbone's spec is checked as a model's
+        _check_detector_spec(spec, bad)
+        return
     unknown = sorted(set(spec) - _SPEC_KEYS)
     if unknown:
         raise bad(f"model.{unknown[0][:60]}", spec[unknown[0]],
@@ -430,6 +434,30 @@ def _check_spec(spec, bad) -> None:
     adapt = spec.get("adapt", [])  # a fine-tuned network's input-size changes (convkit.reuse.replay_adaptations)
     if not isinstance(adapt, list) or not all(isinstance(a, dict) for a in adapt) or _json_items(adapt) > 1000:
         raise bad("model.adapt", adapt, "a list of recorded adaptations (at most 1,000 values in all)")
+
+
+def _check_detector_spec(spec: dict, bad) -> None:
+    """model of a detector (`convkit.tasks.detection.detector`): its name, backbone spec, classes and size."""
+    unknown = sorted(set(spec) - _DETECTOR_KEYS)
+    if unknown:
+        raise bad(f"model.{unknown[0][:60]}", spec[unknown[0]],
+                  f"no such key; a detector spec has {', '.join(sorted(_DETECTOR_KEYS))}")
+    if not isinstance(spec.get("detector"), str) or len(spec["detector"]) > 100:
+        raise bad("model.detector", spec.get("detector"), "a detector name")
+    backbone = spec.get("backbone")
+    if not isinstance(backbone, dict) or backbone.get("kind") == "detector":
+        raise bad("model.backbone", backbone, "a backbone's model spec")
+    _check_spec(backbone, lambda name, value, expected: bad(name.replace("model", "model.backbone", 1), value,
+                                                           expected))
+    for key, top in (("num_classes", MAX_CLASSES), ("in_channels", MAX_CHANNELS)):
+        if not (_is_int(spec.get(key)) and 1 <= spec[key] <= top):
+            raise bad(f"model.{key}", spec.get(key), f"an int from 1 to {top:,}")
+    size = spec.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 1 <= v <= 1 << 16 for v in size)):
+        raise bad("model.image_size", size, "[height, width] in pixels")
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict) or _json_items(kwargs) > 1000:
+        raise bad("model.kwargs", kwargs, "a mapping of builder arguments (at most 1,000 values in all)")
 
 
 def _json_items(value, limit: int = 1000) -> int:

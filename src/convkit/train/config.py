@@ -293,7 +293,10 @@ class TrainConfig:
     data: str = opt("default", group="data",
                     help="dataset name or path (default: the shipped Fashion-MNIST subset)")
     data_dir: str | None = opt(None, group="data", help="where named datasets are looked for")
-    test_data: str | None = opt(None, group="data", help="evaluation set (default: the test split of --data)")
+    test_data: str | None = opt(None, group="data", flags=("--test-data", "--val-data"),
+                                help="evaluation set (default: the test split of --data, else a held-out part)")
+    backbone: str | None = opt(None, group="model", help="detection: the detector's backbone, a zoo name, model "
+                               "file, run or checkpoint (default: fastcnn)")
     classes: str | None = opt(None, group="data", metavar="NAMES|FILE",
                               help="class names in label order: cat,dog or a file of one name a line "
                               "(default: folder names, or a CSV's labels or its classes.txt)")
@@ -461,7 +464,18 @@ class TrainConfig:
                 close = difflib.get_close_matches(str(key), names, n=1)
                 raise ConfigError(f"unknown config key {shorten(key)}" +
                                   (f"; did you mean {close[0]!r}?" if close else ""), key)
-        return cls(**d)
+        return cls(**{**task_defaults(d.get("task"), names), **d})
+
+    @classmethod
+    def for_task(cls, task: str | None = None) -> TrainConfig:
+        """The default config of a task: its own defaults (`Task.defaults`, e.g. detection's model and
+        recipe) where they differ from classification's.
+
+        Example:
+            >>> TrainConfig.for_task("detect").model, TrainConfig.for_task().model
+            ('yolo', 'fastcnn')
+        """
+        return cls.from_dict({"task": task} if task else {})
 
     @classmethod
     def from_yaml(cls, text_or_path: str | os.PathLike) -> TrainConfig:
@@ -501,6 +515,18 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (unknown names refused as in `from_dict`)."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def task_defaults(task, names: Sequence[str] = ()) -> dict:
+    """The config fields a task sets by default (`convkit.train.task.Task.defaults`), of those in `names`;
+    {} for classification and for a name that is not a registered task (validation names it later)."""
+    if not isinstance(task, str) or task == "classification":
+        return {}
+    from convkit.train.task import get_task, list_tasks
+
+    if task not in list_tasks():
+        return {}
+    return {k: copy.deepcopy(v) for k, v in get_task(task).defaults.items() if not names or k in names}
 
 
 STRATEGIES = ("features", "head", "finetune", "gradual")

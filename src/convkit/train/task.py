@@ -12,6 +12,8 @@ supplies what differs:
 ``model_args``            the builder's arguments that depend on the data (``num_classes``, ``in_channels``)
 ``augmenter``             how a batch is augmented: ``augmenter(images, targets) -> (x, targets)``, seeded,
                           with ``state_dict``/``load_state_dict`` for exact resume
+``build_model``           the model from ``config.model`` (default: a zoo name, file or run, checked to fit)
+``forward``               the training forward pass (default ``model(x)``; a detector takes the targets too)
 ``loss``                  ``loss(outputs, targets) -> (loss, stats)``: the mean loss and per-batch sums
                           (e.g. correct predictions) that make the ``train_fields`` of an epoch's row
 ``evaluate``              the metrics of the evaluation set: ``(row entries, extra)``; ``monitor`` names the
@@ -87,6 +89,7 @@ class Task:
     """
 
     name: str = "task"
+    defaults: dict = {}  # TrainConfig fields whose default differs for this task (e.g. the model)
     monitor: str = "test_loss"
     train_fields: tuple[str, ...] = ()
     eval_fields: tuple[str, ...] = ("test_loss",)
@@ -129,11 +132,37 @@ class Task:
         """A few words on the data for the run's first line, e.g. "10 classes"."""
         return ""
 
+    def build_model(self, config, args: dict, model: nn.Module | None, input_shape: tuple[int, ...]
+                    ) -> tuple[nn.Module, dict, str]:
+        """(the model, the spec that rebuilds it for a checkpoint, its name): `model` when given (built in Python),
+        else `config.model` resolved (a zoo name, model file, run or checkpoint) with `args` and
+        `config.model_kwargs`, and checked to take the data's images (one trace on the meta device)."""
+        from convkit.models.reference import model_spec, resolve_model
+        from convkit.train.trainer import _check_fit
+
+        if model is not None:  # a module given in Python is run as it is: its forward is its own
+            return (model, model_spec(model, args.get("num_classes"), args.get("in_channels")),
+                    getattr(model, "model_name", None) or type(model).__name__)
+        model = resolve_model(config.model, **args, **config.model_kwargs)
+        _check_fit(model, model.model_cfg.name, input_shape)
+        return model, model.model_cfg.spec, model.model_cfg.name
+
     # --- training --------------------------------------------------------------------------------------------
 
     def augmenter(self, config):
         """The batch augmenter: ``augmenter(images, targets) -> (float images 0..255, tuple of targets)``."""
         raise NotImplementedError
+
+    def forward(self, model: nn.Module, x: torch.Tensor, targets):
+        """The training forward pass on a normalised batch (default ``model(x)``; a detector also takes the
+        targets and returns its loss terms)."""
+        return model(x)
+
+    def shard(self, targets, dist):
+        """This process's slice of the batch's targets under DDP (default: each tensor of the tuple sliced)."""
+        from convkit.train import distributed as D
+
+        return tuple(D.shard(t, dist) for t in targets)
 
     def loss(self, outputs: torch.Tensor, targets: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean loss of the batch, 1-D tensor of sums for ``train_fields``, e.g. [correct predictions])."""

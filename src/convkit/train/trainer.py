@@ -88,12 +88,12 @@ class TrainResult:
     @property
     def test_accuracy(self) -> float:
         """The last epoch's test accuracy (0..1)."""
-        return self.history[-1]["test_acc"] if self.history else float("nan")
+        return self.history[-1].get("test_acc", float("nan")) if self.history else float("nan")
 
 
 def _resolve_config(config, overrides, cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
     if config is None:
-        config = cls()
+        config = cls.for_task(overrides.get("task"))
     elif isinstance(config, dict):
         config = cls.from_dict(config)
     elif isinstance(config, str | os.PathLike):
@@ -263,6 +263,8 @@ class Trainer:
         started = time.perf_counter()
         if isinstance(model, str):  # Trainer(model="resnet20"): a name for the config, not a module
             overrides["model"], model = model, None
+        if isinstance(task, str):  # Trainer(task="detect"): a name for the config (its defaults), not an instance
+            overrides["task"], task = task, None
         self.run_dir: Path | None = None
         self._notes: list[str] = []  # about the run folder, shown when the run starts
         state, meta = self._config(config, resume, overrides)
@@ -342,13 +344,7 @@ class Trainer:
         cfg = self.config
         self._seed_everything(cfg.seed)
         args = self.task.model_args(self.train_data)
-        if model is None:
-            model = resolve_model(cfg.model, **args, **cfg.model_kwargs)
-            self.spec, name = model.model_cfg.spec, model.model_cfg.name
-            _check_fit(model, name, self.input_shape)  # a module given in Python is run as it is: its forward is its own
-        else:
-            self.spec = model_spec(model, args.get("num_classes"), args.get("in_channels"))
-            name = getattr(model, "model_name", None) or type(model).__name__
+        model, self.spec, name = self.task.build_model(cfg, args, model, self.input_shape)
         model.model_cfg = ModelCfg(name, task=self.task.name, input_shape=self.input_shape,
                                    num_classes=args.get("num_classes"), classes=self.task.meta().get("classes"),
                                    mean=tuple(self.mean.tolist()), std=tuple(self.std.tolist()), spec=self.spec,
@@ -442,13 +438,13 @@ class Trainer:
         x, targets = self.augmenter(images, targets)
         global_n = len(x)
         if self.dist.enabled:  # every rank augments the whole batch (same generator), then takes its slice
-            x, targets = D.shard(x, self.dist), tuple(D.shard(t, self.dist) for t in targets)
+            x, targets = D.shard(x, self.dist), self.task.shard(targets, self.dist)
         x = x * self._scale + self._shift
         if cfg.channels_last is not False:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            outputs = self.forward_model(x)
+            outputs = self.task.forward(self.forward_model, x, targets)
         loss, stats = self.task.loss(outputs, targets)
         # DDP averages gradients over ranks; weighting by the slice's share makes that the global batch's mean
         # even when the batch does not split evenly.
@@ -586,6 +582,9 @@ class Trainer:
             bad = (~finite).nonzero().flatten()
             step = self.step - len(pending) + 1 + (int(bad[0]) if len(bad) else 0)
             value = float(pending[int(bad[0])]) if len(bad) else float("nan")
+            terms = [name for name, v in zip(self.task.train_fields, self._sums[1:-1].tolist()) if not math.isfinite(v)]
+            if terms:  # a task with loss terms (detection): the term(s) that went first
+                value = f"{value} (in {', '.join(terms)})"
             last = self.run_dir / "last.safetensors" if self.run_dir else None
             kept = (f"the last good checkpoint is kept: {last} (and resume.safetensors)"
                     if last is not None and last.exists() else "no checkpoint had been saved yet")

@@ -44,6 +44,7 @@ import torch
 from PIL import Image
 
 from convkit.data.errors import DataFormatError, DatasetNotFoundError
+from convkit.data.tensor import EpochBatches, channel_stats
 from convkit.data.folder import (
     _hidden,
     _is_image_name,
@@ -57,7 +58,7 @@ from convkit.data.folder import (
 from convkit.tasks.detection.boxes import clip_boxes
 from convkit.utils import atomic_write, atomic_write_text, load_yaml, make_folder, shorten
 
-__all__ = ["DetectionDataset", "load_detection", "read_coco", "read_voc", "read_yolo"]
+__all__ = ["DetectionBatches", "DetectionDataset", "load_detection", "read_coco", "read_voc", "read_yolo"]
 
 MAX_ANNOTATION_BYTES = 64 << 20  # the largest VOC XML or YOLO txt file read (one image's objects)
 MAX_JSON_BYTES = 4 << 30  # the largest COCO JSON read (COCO 2017's train instances take 450 MB)
@@ -174,6 +175,8 @@ class DetectionDataset:
         if image_files is not None and len(image_files) != len(self):
             raise DataFormatError(f"{self.source}: {len(self)} images but {len(image_files)} image files")
         self.image_files = None if image_files is None else [Path(p) for p in image_files]
+        self._mean: torch.Tensor | None = None
+        self._std: torch.Tensor | None = None
 
     def _image(self, i: int) -> torch.Tensor:
         return self._tensor[i] if self._tensor is not None else self._list[i]
@@ -227,6 +230,62 @@ class DetectionDataset:
                                   f"{sizes[0]} and {sizes[-1]}); they are not one tensor")
         return self._tensor
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """Per-channel mean of the images on the [0, 1] scale (computed once), what the training engine normalises
+        with."""
+        if self._mean is None:
+            self._mean, self._std = channel_stats(self.images_tensor() if self._tensor is not None else
+                                                  torch.cat([x.flatten(1) for x in self._list], 1)[None, :, :, None])
+        return self._mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Per-channel standard deviation on the [0, 1] scale."""
+        if self._std is None:
+            _ = self.mean
+        return self._std
+
+    @property
+    def device(self) -> torch.device:
+        """Where the images are."""
+        return self._image(0).device if len(self) else torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> DetectionDataset:
+        """The same dataset with its images and targets on `device` (names and files shared).
+
+        Example:
+            >>> ds = DetectionDataset(torch.zeros(1, 1, 4, 4, dtype=torch.uint8), [{"boxes": [], "labels": []}], ["a"])
+            >>> ds.to("meta").images_tensor().device
+            device(type='meta')
+        """
+        device = torch.device(device)
+        if self.device == device:
+            return self
+        images = self._tensor.to(device) if self._tensor is not None else [x.to(device) for x in self._list]
+        moved = DetectionDataset.__new__(DetectionDataset)
+        moved.__dict__.update(self.__dict__)
+        moved._tensor, moved._list = (images, None) if self._tensor is not None else (None, images)
+        moved.targets = [{k: v.to(device) for k, v in t.items()} for t in self.targets]
+        return moved
+
+    def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, start: int = 0,
+                drop_last: bool = False) -> DetectionBatches:
+        """One epoch of (uint8 images (B, C, H, W), list of B targets) batches, in the seeded order of the
+        training engine (`convkit.data.tensor.epoch_permutation`), resumable from `start`.
+
+        Raises:
+            DataFormatError: the images differ in size (resize them first: `resized`).
+
+        Example:
+            >>> ds = DetectionDataset(torch.zeros(3, 1, 4, 4, dtype=torch.uint8),
+            ...                       [{"boxes": [[0, 0, i + 1, 1]], "labels": [0]} for i in range(3)], ["a"])
+            >>> [(len(x), [t["boxes"][0, 2].item() for t in ts]) for x, ts in ds.batches(2, shuffle=False)]
+            [(2, [1.0, 2.0]), (1, [3.0])]
+        """
+        self.images_tensor()  # one size, or a clear error
+        return DetectionBatches(self, batch_size, shuffle, seed, epoch, start, drop_last)
+
     def subset(self, index: Sequence[int] | torch.Tensor) -> DetectionDataset:
         """The images at `index` (in that order), with their targets and files.
 
@@ -251,6 +310,11 @@ class DetectionDataset:
         files = None if self.image_files is None else [self.image_files[i] for i in index]
         return DetectionDataset(images, [self.targets[i] for i in index], self.classes, self.source, files,
                                 self.skipped)
+
+    def with_stats(self, mean: torch.Tensor, std: torch.Tensor) -> DetectionDataset:
+        """This dataset with given statistics (e.g. the training set's, for the validation set)."""
+        self._mean, self._std = mean, std
+        return self
 
     def resized(self, height: int, width: int) -> DetectionDataset:
         """Every image resized to height x width (bilinear, antialiased), its boxes and masks moved with it.
@@ -474,6 +538,16 @@ class DetectionDataset:
 
 
 # ------------------------------------------------------------------------------------------- shared by the readers
+
+class DetectionBatches(EpochBatches):
+    """`EpochBatches` for detection: each batch is (uint8 images, the list of their target dicts)."""
+
+    def __iter__(self):
+        images, targets = self.dataset.images_tensor(), self.dataset.targets
+        for index in self._slices(self._order):
+            self.position += len(index)
+            yield images[index.to(images.device)], [targets[i] for i in index.tolist()]
+
 
 @dataclass
 class _Record:

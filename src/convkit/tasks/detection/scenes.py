@@ -352,12 +352,16 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def draw_scenes(images: torch.Tensor, targets: Sequence[dict], classes: Sequence[str], path: str | os.PathLike,
-                columns: int = 4, zoom: int = 3) -> Path:
+                columns: int = 4, zoom: int = 3, truth: Sequence[dict] | None = None) -> Path:
     """A grid of scenes with each object's box and class name drawn, written as a PNG.
+
+    Also draws detections: give them as `targets` (a "scores" entry adds the score to each name, e.g. "Bag
+    0.93") and the true objects as `truth` (thin white boxes, drawn first).
 
     Args:
         images: uint8 (N, C, H, W), C = 1 or 3.
-        targets: N target dicts with "boxes" (xyxy pixels, x2 and y2 exclusive) and "labels".
+        targets: N target dicts with "boxes" (xyxy pixels, x2 and y2 exclusive) and "labels" (and "scores").
+        truth: N target dicts of the true objects, drawn in white under `targets`, or None.
         classes: the class names.
         path: the PNG to write (atomically).
         columns: scenes per row.
@@ -387,11 +391,16 @@ def draw_scenes(images: torch.Tensor, targets: Sequence[dict], classes: Sequence
         rgb = np.repeat(array, 3, 0) if len(array) == 1 else array
         scene = Image.fromarray(rgb.transpose(1, 2, 0)).resize((cell_w, cell_h), Image.NEAREST)
         draw = ImageDraw.Draw(scene)
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
+        for box in (truth[i]["boxes"].tolist() if truth is not None else []):
+            x1, y1, x2, y2 = (round(v * zoom) for v in box)
+            draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline="white", width=1)
+        scores = target.get("scores")
+        scores = scores.tolist() if scores is not None else [None] * len(target["labels"])
+        for box, label, score in zip(target["boxes"].tolist(), target["labels"].tolist(), scores):
             colour = _PALETTE[label % len(_PALETTE)]
             x1, y1, x2, y2 = (round(v * zoom) for v in box)
             draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour, width=max(1, zoom // 2))
-            name = str(classes[label])
+            name = str(classes[label]) + ("" if score is None else f" {score:.2f}")
             left, top, right, bottom = draw.textbbox((0, 0), name, font=font)
             ty = y1 - (bottom - top) - 3 if y1 >= bottom - top + 3 else y2 + 1
             tx = min(x1, cell_w - (right - left) - 2)
