@@ -38,7 +38,7 @@ from tqdm import tqdm
 from convkit.data import MEMORY_BUDGET, ImageFileDataset, ImageTensorDataset, load_dataset
 from convkit.data.errors import DatasetNotFoundError
 from convkit.errors import ConvkitError
-from convkit.models.reference import ModelCfg, model_spec, resolve_model
+from convkit.models.reference import ModelCfg
 from convkit.models.weights import CheckpointError, load_state, save_state, save_tensors
 from convkit.train import distributed as D
 from convkit.train.config import TrainConfig, check_device, edited_config

@@ -44,7 +44,6 @@ import torch
 from PIL import Image
 
 from convkit.data.errors import DataFormatError, DatasetNotFoundError
-from convkit.data.tensor import EpochBatches, channel_stats
 from convkit.data.folder import (
     _hidden,
     _is_image_name,
@@ -55,6 +54,7 @@ from convkit.data.folder import (
     report_skipped,
     survey_images,
 )
+from convkit.data.tensor import EpochBatches, channel_stats
 from convkit.tasks.detection.boxes import clip_boxes
 from convkit.utils import atomic_write, atomic_write_text, load_yaml, make_folder, shorten
 

@@ -202,9 +202,9 @@ def predict_detections(checkpoint, inputs, *, score_threshold: float = 0.4, batc
         CheckpointError: not a detector's checkpoint.
     """
     from convkit.data.folder import decode_image
+    from convkit.tasks.classification.predict import expand_inputs
     from convkit.tasks.detection.metrics import to_coco_results
     from convkit.tasks.detection.scenes import draw_scenes
-    from convkit.tasks.classification.predict import expand_inputs
 
     ckpt = _checkpoint(checkpoint, device)
     files = expand_inputs(inputs)

@@ -223,7 +223,6 @@ class DetectionTask(Task):
         return model(x, targets)
 
     def shard(self, targets, dist):
-        from convkit.train import distributed as D
 
         if not dist.enabled:
             return targets
