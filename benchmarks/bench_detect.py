@@ -14,7 +14,7 @@ One run on this machine's CPU, timed:
    ``epochs = max(1, floor(budget_s * images_per_s * 0.9 / training images))`` (the budget is ``--minutes`` per
    detector; the per-epoch evaluation is not in the estimate, the 0.9 leaves room for it), and
    ``Trainer(task="detect", model=KIND, backbone=..., epochs=E)`` trains with the task's other defaults (AdamW
-   lr 2e-3, batch 32, one-cycle schedule, horizontal flips, seed 0). Each epoch's row records the engine's
+   lr 5e-3, batch 32, one-cycle schedule, horizontal flips, seed 0). Each epoch's row records the engine's
    ``elapsed_s`` (training plus evaluation, no set-up or checkpoint writing), the training-only time summed
    from each epoch's images/s (``train_s``), the wall time since the Trainer's construction began (``wall_s``:
    set-up, training, evaluation, checkpoints; measured by an ``on_epoch_end`` hook), mAP@0.5 and
@@ -164,7 +164,7 @@ def plain_loop(args, train) -> dict:
     model = faster_rcnn(args.backbone, train.num_classes, in_channels=train.channels, image_mean=[0.0],
                         image_std=[1.0], min_size=96, max_size=96)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=5e-4)
     images, targets = train.images_tensor(), train.targets
     n = len(train) if not args.limit else min(len(train), args.limit)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))

@@ -264,13 +264,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset, what = _evaluation_data(ckpt, args.data, split, args.data_dir)
     out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
     result = evaluate(ckpt, dataset, args.batch_size, args.device, args.worst, out)
+    return _show_evaluation(ckpt, args, f"{ckpt.path} on {what}", result, {"split": split, "evaluated_on": what})
+
+
+def _show_evaluation(ckpt, args, title: str, result, fields: dict) -> int:
+    """Prints an evaluation (`--json`: one object) and names the pictures written, on stderr."""
     if args.json:
-        print_json({"checkpoint": str(ckpt.path), "data": str(args.data) if args.data else None, "split": split,
-                    "evaluated_on": what, **result.to_dict()})
+        print_json({"checkpoint": str(ckpt.path), "data": str(args.data) if args.data else None, **fields,
+                    **result.to_dict()})
     else:
-        print(f"{ckpt.path} on {what}:\n{result}")
+        print(f"{title}:\n{result}")
         for name, path in result.files.items():
-            print(f"wrote {path} ({name})", file=sys.stderr)
+            print(f"wrote {path} ({name.replace('_', ' ')})", file=sys.stderr)
     return 0
 
 
@@ -281,14 +286,8 @@ def _evaluate_detector(ckpt, args) -> int:
     dataset, what = evaluation_data(ckpt, args.data, args.data_dir)
     out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
     result = evaluate_detector(ckpt, dataset, batch_size=min(args.batch_size, 64), device=args.device, out=out)
-    if args.json:
-        print_json({"checkpoint": str(ckpt.path), "data": str(args.data) if args.data else None,
-                    "evaluated_on": what, **result.to_dict()})
-    else:
-        print(f"{ckpt.path} on {what} ({result.images:,} images):\n{result}")
-        for name, path in result.files.items():
-            print(f"wrote {path} ({name.replace('_', ' ')})", file=sys.stderr)
-    return 0
+    return _show_evaluation(ckpt, args, f"{ckpt.path} on {what} ({result.images:,} images)", result,
+                            {"evaluated_on": what})
 
 
 def _evaluation_data(ckpt, data, split: str, data_dir):
@@ -349,7 +348,7 @@ def _predict_detector(args) -> int:
     """`convkit predict` with a detector: labelled boxes drawn on each image, detections as JSON or COCO."""
     from convkit.tasks.detection.inference import predict_detections
 
-    out = Path(args.out) if args.out else None
+    out = Path(args.out) if args.out else _run_folder(args.checkpoint) / "predictions"
     results, coco = predict_detections(args.checkpoint, args.images, score_threshold=args.conf,
                                        batch_size=min(args.batch_size, 64), device=args.device, draw=out)
     if not results:
@@ -367,9 +366,14 @@ def _predict_detector(args) -> int:
                 found = ", ".join(f"{c} {100 * s:.0f}% at [{', '.join(f'{v:.0f}' for v in b)}]"
                                   for c, s, b in zip(r.classes, r.scores, r.boxes))
                 print(f"{r.path}: {found or 'nothing above the threshold'}")
-    if out is not None:
-        print(f"wrote {sum(1 for r in results if r.drawn)} drawn image(s) to {out}/", file=sys.stderr)
+    print(f"wrote {sum(1 for r in results if r.drawn)} image(s) with their boxes drawn to {out}/", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_folder(checkpoint) -> Path:
+    """The folder of a run (or of a checkpoint file)."""
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -446,7 +450,8 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, or auto (default: cpu)")
     p.add_argument("--conf", type=positive_float, default=0.4,
                    help="detectors: the least score of a detection shown (default: 0.4)")
-    p.add_argument("--out", help="detectors: a folder where each image is drawn with its labelled boxes (PNG)")
+    p.add_argument("--out", help="detectors: the folder where each image is drawn with its labelled boxes and "
+                   "scores, a PNG per image (default: predictions/ in the run folder)")
     p.add_argument("--format", choices=["json", "coco"], help="detectors: coco prints a COCO results file "
                    "(image ids 1, 2, ... in file order; category id = class index + 1), json as --json")
     add_json(p)

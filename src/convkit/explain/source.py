@@ -155,6 +155,11 @@ def load_explainable(source, *, num_classes: int | None = None, in_channels: int
             raise  # a named convkit error (ModelFileError, CheckpointError...) says what it is itself
         raise type(err)(f"source: {err}") from None
     cfg = model.model_cfg
+    if cfg.task not in (None, "classification"):
+        from convkit.models._registry import ModelArgumentError
+
+        raise ModelArgumentError(f"source: {source} is a {cfg.task} model; convkit explain works on classifiers "
+                                 "(explain the backbone it was built on, e.g. its zoo name or the run it came from)")
     if cfg.input_shape is None:
         raise ValueError(f"source: cannot tell the input shape of {type(model).__name__}; pass input_shape=(C, H, W)")
     mean, std = cfg.mean_std()

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["DetectorPlan", "Part", "detector_plan", "part_totals"]
+__all__ = ["DetectorPlan", "Part", "detector_plan", "part_totals", "unwrap_detector"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,14 @@ def _rpn_nms_off(rpn: nn.Module) -> Callable[[], None]:
     def restore():
         rpn.nms_thresh = old
     return restore
+
+
+def unwrap_detector(model: nn.Module) -> nn.Module:
+    """The detector inside a trained run's `convkit.tasks.detection.detector.Detector` (what the plans know);
+    any other module as it is."""
+    from convkit.tasks.detection.detector import Detector
+
+    return model.net if isinstance(model, Detector) else model
 
 
 def detector_plan(model: nn.Module) -> DetectorPlan | None:

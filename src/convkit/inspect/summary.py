@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convkit.inspect.detection import detector_plan, part_totals
+from convkit.inspect.detection import detector_plan, part_totals, unwrap_detector
 from convkit.inspect.memory import (
     bytes_per_element,
     dense_equivalent,
@@ -520,6 +520,7 @@ def summary(
     # training-mode forward saves (dropout masks, batch statistics, auxiliary heads): a second pass for an
     # eval-mode model, whose per-layer saved bytes then come from that pass
     # (that second pass records only module calls and saved bytes: the rows come from the first)
+    module = unwrap_detector(module)  # a trained detector: the detector inside (its parts are known)
     plan = detector_plan(module)
     real = plan is not None and plan.device is not None  # torchvision's detectors: run for real, in eval mode
     if real and torch.device(device).type == "meta":

@@ -128,6 +128,10 @@ def _load_run(run_dir: Path) -> _Run:
     if not metrics:
         raise ReportError(f"{metrics_file}: no epochs recorded yet")
     ckpt = load_checkpoint(run_dir)
+    if ckpt.meta.get("task", "classification") != "classification":
+        raise ReportError(f"{run_dir}: a {ckpt.meta['task']} run; the report covers classifiers. For a detector, "
+                          f"`convkit evaluate {run_dir}` prints COCO's and VOC's tables and writes eval_pr.png and "
+                          "eval_predictions.png; the run folder holds curves.png and val_predictions.png")
     run = _Run(run_dir, ckpt, metrics, {})
     run.config = _read_config(run)
     return run

@@ -286,7 +286,8 @@ class TrainConfig:
     """
 
     task: str = opt("classification", group="model",
-                    help="what the model is trained for (registered tasks: convkit.train.list_tasks())")
+                    help="what the model is trained for: classification, or detect (a detector; the task's own "
+                    "defaults: model yolo, 12 epochs, batch 32, lr 5e-3, no EMA; see convkit.train.list_tasks())")
     model: str = opt("fastcnn", group="model", positional=True, help="zoo name or model file (.yaml)")
     model_kwargs: dict = opt({}, group="model", flags=("--model-arg",), metavar="K=V,...",
                              help="zoo builder arguments, e.g. widths=[32,64,128],dropout=0.1")
@@ -297,6 +298,8 @@ class TrainConfig:
                                 help="evaluation set (default: the test split of --data, else a held-out part)")
     backbone: str | None = opt(None, group="model", help="detection: the detector's backbone, a zoo name, model "
                                "file, run or checkpoint (default: fastcnn)")
+    backbone_kwargs: dict = opt({}, group="model", flags=("--backbone-arg",), metavar="K=V,...",
+                                help="detection: the backbone's zoo builder arguments, e.g. widths=[16,32,64,128]")
     classes: str | None = opt(None, group="data", metavar="NAMES|FILE",
                               help="class names in label order: cat,dog or a file of one name a line "
                               "(default: folder names, or a CSV's labels or its classes.txt)")

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Task", "get_task", "list_tasks", "register_task"]
+__all__ = ["Task", "TaskAugmenter", "get_task", "list_tasks", "register_task"]
 
 _TASKS: dict[str, type[Task]] = {}
 
@@ -80,6 +80,20 @@ def get_task(name: str | Task) -> Task:
     return _TASKS[name]()
 
 
+class TaskAugmenter:
+    """A task's augmenter in the engine's form: subclasses define ``__call__(images, targets) -> (x, targets)``;
+    the wrapped `convkit.data.Augmenter`'s generator state is what a checkpoint saves."""
+
+    def __init__(self, augmenter):
+        self.augmenter = augmenter
+
+    def state_dict(self) -> dict:
+        return self.augmenter.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.augmenter.load_state_dict(state)
+
+
 class Task:
     """The base of every task: what the training engine asks of it (see the module docstring).
 
@@ -90,6 +104,7 @@ class Task:
 
     name: str = "task"
     defaults: dict = {}  # TrainConfig fields whose default differs for this task (e.g. the model)
+    unused_parameters: bool = False  # its models may hold parameters a step does not use (DDP must look for them)
     monitor: str = "test_loss"
     train_fields: tuple[str, ...] = ()
     eval_fields: tuple[str, ...] = ("test_loss",)

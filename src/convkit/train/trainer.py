@@ -373,7 +373,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.task.unused_parameters)
         if cfg.compile:
             backend = cfg.compile if isinstance(cfg.compile, str) else "inductor"
             self.forward_model = torch.compile(self.forward_model, backend=backend)

@@ -32,26 +32,17 @@ from torch import nn
 from convkit.data import Augmenter, check_labels, mixed_cross_entropy
 from convkit.tasks.classification.metrics import classification_metrics, evaluate, predict_dataset
 from convkit.tasks.classification.predict import predict
-from convkit.train.task import Task, register_task
+from convkit.train.task import Task, TaskAugmenter, register_task
 
 __all__ = ["ClassificationTask"]
 
 
-class _ClassAugmenter:
+class _ClassAugmenter(TaskAugmenter):
     """`Augmenter` in the engine's form: ``(images, labels) -> (x, (labels_a, labels_b, lam))``."""
-
-    def __init__(self, augmenter: Augmenter):
-        self.augmenter = augmenter
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
         x, ya, yb, lam = self.augmenter(images, labels)
         return x, (ya, yb, lam)
-
-    def state_dict(self) -> dict:
-        return self.augmenter.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.augmenter.load_state_dict(state)
 
 
 @register_task

@@ -1,4 +1,4 @@
-"""Object detection, the second task on the core (issue 13; being built).
+"""Object detection, the second task on the core.
 
 The pieces so far, each a module of its own (not imported here, so importing the package stays cheap):
 
@@ -18,6 +18,9 @@ The pieces so far, each a module of its own (not imported here, so importing the
 `convkit summary BACKBONE --detector fasterrcnn|retinanet|localizer|yolo` inspects each detector per part
 (`convkit.inspect.detection`).
 
-Not yet: the detection `Task` on the training engine, `convkit train --task detect`, evaluate/predict, the
-benchmark.
+* `convkit.tasks.detection.detector`: `Detector`, every detector behind one calling convention (loss terms in
+  training, detections in evaluation), and `build_detector`, whose spec rebuilds it from a checkpoint.
+* `convkit.tasks.detection.task`: `DetectionTask`, the task the engine trains (`convkit train --task detect`).
+* `convkit.tasks.detection.inference`: `evaluate_detector` and `predict_detections` (`convkit evaluate`,
+  `convkit predict`).
 """

@@ -312,9 +312,11 @@ class DetectionDataset:
                                 self.skipped)
 
     def with_stats(self, mean: torch.Tensor, std: torch.Tensor) -> DetectionDataset:
-        """This dataset with given statistics (e.g. the training set's, for the validation set)."""
-        self._mean, self._std = mean, std
-        return self
+        """This dataset (a shallow copy) with given statistics (e.g. the training set's, for the validation set)."""
+        copy = DetectionDataset.__new__(DetectionDataset)
+        copy.__dict__.update(self.__dict__)
+        copy._mean, copy._std = mean, std
+        return copy
 
     def resized(self, height: int, width: int) -> DetectionDataset:
         """Every image resized to height x width (bilinear, antialiased), its boxes and masks moved with it.

@@ -152,11 +152,17 @@ def _check_kind(kind: str) -> str:
     return kind
 
 
-def _backbone_module(backbone: Any, in_channels: int) -> nn.Module:
-    """A zoo name, model file, run, checkpoint or module -> a convkit model with ``model_cfg`` (weights kept)."""
+def _backbone_module(backbone: Any, in_channels: int, kwargs: Mapping | None = None) -> nn.Module:
+    """A zoo name, model file, run, checkpoint or module -> a convkit model with ``model_cfg`` (weights kept);
+    `kwargs` go to a zoo builder."""
     from convkit.models.reference import resolve_model
     from convkit.tasks.detection.models import _resolve
 
+    if kwargs:
+        if not isinstance(backbone, str) or _fixes_channels(backbone):
+            raise ModelArgumentError(f"backbone arguments {shorten(dict(kwargs))} are for a zoo name; "
+                                     f"{shorten(str(backbone))} is built already")
+        return resolve_model(backbone, in_channels=in_channels, **kwargs)
     if isinstance(backbone, nn.Module) and not hasattr(backbone, "model_cfg"):
         return resolve_model(backbone)
     module = _resolve(backbone, None if _fixes_channels(backbone) else in_channels)
@@ -175,7 +181,8 @@ def _fixes_channels(backbone: Any) -> bool:
 
 
 def build_detector(kind: str, backbone: Any = DEFAULT_BACKBONE, num_classes: int = 10, in_channels: int = 1,
-                   image_size: tuple[int, int] = (96, 96), **options) -> Detector:
+                   image_size: tuple[int, int] = (96, 96), backbone_kwargs: Mapping | None = None,
+                   **options) -> Detector:
     """Builds a detector on a convkit backbone (nothing downloaded).
 
     Args:
@@ -185,6 +192,7 @@ def build_detector(kind: str, backbone: Any = DEFAULT_BACKBONE, num_classes: int
         num_classes: the classes, without background.
         in_channels: image channels, 1 or 3.
         image_size: (H, W) of the training images.
+        backbone_kwargs: a zoo backbone's builder arguments (e.g. ``{"widths": [16, 32, 64, 128]}``).
         **options: the detector's own arguments: yolo ``S`` (default: cells of about 12 px), ``B`` (2),
             ``hidden``, ``activation``; fasterrcnn ``roi_pool`` ("align" or "max"), ``out_channels``,
             ``returned_stages``, ``anchor_sizes`` and FasterRCNN's keywords; retinanet ``out_channels``,
@@ -208,7 +216,7 @@ def build_detector(kind: str, backbone: Any = DEFAULT_BACKBONE, num_classes: int
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ModelArgumentError(f"num_classes must be an integer >= 1, got {shorten(num_classes)}")
     image_size = (int(image_size[0]), int(image_size[1]))
-    body = _backbone_module(backbone, in_channels)
+    body = _backbone_module(backbone, in_channels, backbone_kwargs)
     backbone_spec = copy.deepcopy(body.model_cfg.spec)
     if backbone_spec.get("kind") in ("zoo", "file") and backbone_spec.get("in_channels") is None:
         backbone_spec["in_channels"] = in_channels  # rebuilt with the data's channels, not the builder's default

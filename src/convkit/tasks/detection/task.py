@@ -25,6 +25,8 @@ pictures           curves.png (each loss term, mAP per epoch), val_predictions.p
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 import torch
@@ -33,7 +35,7 @@ from torch import nn
 from convkit.data.errors import DataFormatError
 from convkit.tasks.detection.data import DetectionDataset, load_detection
 from convkit.tasks.detection.detector import DEFAULT_BACKBONE, DETECTORS, build_detector
-from convkit.train.task import Task, register_task
+from convkit.train.task import Task, TaskAugmenter, register_task
 
 __all__ = ["DetectionTask", "detections_of", "load_detection_data", "scenes_dataset"]
 
@@ -42,6 +44,7 @@ SCENES_TRAIN, SCENES_VAL = 2000, 300  # the built-in scenes (as benchmarks/bench
 PREVIEW = 12  # validation images drawn with their detections in val_predictions.png
 
 
+@functools.lru_cache(maxsize=4)  # the same scenes for every run of a process (generating 2,300 takes seconds)
 def scenes_dataset(split: str, count: int | None = None, objects=(1, 4), seed: int = 0) -> DetectionDataset:
     """The built-in scenes as a `DetectionDataset` ("train": 2,000, "val": 300 of held-out items), the same
     images and boxes `write_scenes` writes with the same arguments.
@@ -83,6 +86,18 @@ def load_detection_data(config, log=print) -> tuple[DetectionDataset, DetectionD
     return train, test, what
 
 
+def _check_model(config) -> None:
+    """`config.model` is a detector, or (as a backbone for the default detector) a zoo name, file or run."""
+    from convkit.models import list_models
+    from convkit.models._registry import ModelArgumentError
+
+    for name in (config.model, config.backbone):
+        if name is None or name in DETECTORS or name in list_models() or os.path.exists(str(name)):
+            continue
+        raise ModelArgumentError(f"--model {name}: not a detector ({', '.join(DETECTORS)}) nor a backbone (a zoo "
+                                 "name, model file, run folder or checkpoint; see convkit models)")
+
+
 def _has_split(path, split: str) -> bool:
     """A folder with that split: `annotations/instances_<split>.json`, `<split>.json` or a YOLO `<split>/labels`."""
     p = Path(str(path))
@@ -120,20 +135,11 @@ def detections_of(model: nn.Module, data: DetectionDataset, mean: torch.Tensor, 
     return found
 
 
-class _DetectionAugmenter:
+class _DetectionAugmenter(TaskAugmenter):
     """`Augmenter.detection` in the engine's form: ``(images, targets) -> (x, targets)``."""
-
-    def __init__(self, augmenter):
-        self.augmenter = augmenter
 
     def __call__(self, images: torch.Tensor, targets: list[dict]):
         return self.augmenter.detection(images, targets)
-
-    def state_dict(self) -> dict:
-        return self.augmenter.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.augmenter.load_state_dict(state)
 
 
 @register_task
@@ -146,9 +152,11 @@ class DetectionTask(Task):
     """
 
     name = "detect"
+    unused_parameters = True  # a backbone's layers after the cut, a classifier's head the detector does not use
     monitor = "test_map"
     eval_fields = ("test_map", "test_map50", "test_map75")
-    defaults = {"model": "yolo", "epochs": 30, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4, "ema": 0.0,
+    # the recipe of benchmarks/bench_detect.py: 12 epochs of the scenes take about 5 minutes on 2 CPU cores
+    defaults = {"model": "yolo", "epochs": 12, "batch_size": 32, "lr": 5e-3, "weight_decay": 5e-4, "ema": 0.0,
                 "augment": {"horizontal_flip": True}, "warmup_epochs": 1.0}
 
     def __init__(self):
@@ -161,6 +169,7 @@ class DetectionTask(Task):
     # --- data ------------------------------------------------------------------------------------------------
 
     def load_data(self, config, train_data=None, test_data=None, log=print):
+        _check_model(config)  # before the data is read: a typo costs no time
         if train_data is None or test_data is None:
             train, test, self.data_note = load_detection_data(config, log)
             train = train_data if train_data is not None else train
@@ -205,7 +214,7 @@ class DetectionTask(Task):
             if kind not in DETECTORS:  # `--task detect resnet18`: the default detector on that backbone
                 kind, backbone = self.defaults["model"], backbone or kind
             model = build_detector(kind, backbone or DEFAULT_BACKBONE, args["num_classes"], args["in_channels"],
-                                   self.image_size, **config.model_kwargs)
+                                   self.image_size, config.backbone_kwargs, **config.model_kwargs)
         if not hasattr(model, "loss_terms"):
             raise DataFormatError(f"{type(model).__name__} is not a detector; build one with "
                                   "convkit.tasks.detection.build_detector")
