@@ -224,13 +224,13 @@ def test_a_detector_under_torchrun_with_two_processes_matches_one_process(tmp_pa
     import subprocess
     import sys
 
-    args = ["train", "--task", "detect", "--backbone", "lenet5", "--limit", "63", "--test-limit", "8", "--epochs",
-            "1", "--batch-size", "21", "--threads", "1", "--quiet", "--runs-dir", "runs", "--optimizer", "sgd",
-            "--lr", "0.002"]  # SGD: Adam turns float noise in near-zero gradients into steps of the learning rate
+    write_scenes(tmp_path / "scenes", train=63, val=8)  # files (a folder named like the built-in set wins)
+    args = ["train", "--task", "detect", "--backbone", "lenet5", "--data", "scenes", "--epochs", "1", "--batch-size",
+            "21", "--threads", "1", "--quiet", "--runs-dir", "runs", "--optimizer", "sgd", "--lr", "0.002"]  # SGD: Adam turns float noise in near-zero gradients into steps of the learning rate
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
                           "convkit", *args, "--name", "two"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert "cpu x2" in two.stdout
+    assert "cpu x2" in two.stdout and "63 images" in two.stdout
     one = subprocess.run([sys.executable, "-m", "convkit", *args, "--name", "one"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]

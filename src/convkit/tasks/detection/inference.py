@@ -103,10 +103,10 @@ class DetectionEvaluation:
 def evaluation_data(ckpt, data=None, data_dir=None) -> tuple[DetectionDataset, str]:
     """The data to evaluate a detector on: `data` (a COCO/VOC/YOLO path or "scenes"), else the run's own
     validation set, rebuilt from the config in the checkpoint as training built it."""
-    from convkit.tasks.detection.task import BUILTIN, load_detection_data, scenes_dataset
+    from convkit.tasks.detection.task import builtin, load_detection_data, scenes_dataset
     from convkit.train.config import TrainConfig
 
-    if data is not None and str(data) in BUILTIN:
+    if builtin(data):
         return scenes_dataset("val"), "scenes (val)"
     if data is not None:
         return load_detection(data, classes=ckpt.classes), str(data)

@@ -62,20 +62,25 @@ def scenes_dataset(split: str, count: int | None = None, objects=(1, 4), seed: i
     return DetectionDataset(images, targets, classes, f"scenes ({split}, seed {seed})")
 
 
+def builtin(data) -> bool:
+    """Whether `data` names the built-in scenes ("default" or "scenes", when no such file or folder exists here)."""
+    return data is not None and str(data) in BUILTIN and not os.path.exists(str(data))
+
+
 def load_detection_data(config, log=print) -> tuple[DetectionDataset, DetectionDataset, str]:
     """(training set, validation set, a description of the validation set) of a detection run's config."""
     localizer = config.model == "localizer"
     objects = (1, 1) if localizer else (1, 4)
-    if str(config.data) in BUILTIN:
+    if builtin(config.data):
         train = scenes_dataset("train", objects=objects)
     else:
         train = load_detection(config.data, "train" if _has_split(config.data, "train") else None,
                                classes=config.classes)
-    if config.test_data and str(config.test_data) in BUILTIN:
+    if builtin(config.test_data):
         test, what = scenes_dataset("val", objects=objects), "scenes (val)"
     elif config.test_data:
         test, what = load_detection(config.test_data, classes=train.classes), str(config.test_data)
-    elif str(config.data) in BUILTIN:
+    elif builtin(config.data):
         test, what = scenes_dataset("val", objects=objects), "scenes (val: held-out items)"
     elif _has_split(config.data, "val"):
         test, what = load_detection(config.data, "val", classes=train.classes), f"{config.data} (val split)"
