@@ -203,6 +203,10 @@ def test_an_unknown_detector_or_backbone_is_one_line(tmp_path, capsys):
     code = main(["train", "--task", "detect", "nosuch", "--limit", "8", "--runs-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "nosuch" in err and len(err.strip().splitlines()) == 1
+    # --model is the positional's flag (not an abbreviation of --model-arg)
+    code = main(["train", "--task", "detect", "--model", "yolo", "--backbone", "nosuch", "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--backbone nosuch" in err and len(err.strip().splitlines()) == 1
 
 
 def test_summary_of_a_trained_detector_has_its_parts_and_report_and_explain_say_what_to_use(run, capsys):

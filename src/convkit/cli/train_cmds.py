@@ -98,6 +98,9 @@ def add_train_arguments(p: argparse.ArgumentParser, config_class: type | None = 
         if meta["positional"]:
             options.pop("metavar", None)  # a positional's name is its metavar
             group.add_argument(f.name, nargs="?", **options)
+            # also as a flag (`--model fasterrcnn`), which argparse would otherwise take for --model-arg
+            group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=_S, metavar=f.name.upper(),
+                               help=f"the same as the positional {f.name}")
             continue
         flags = meta["flags"] or ("--" + f.name.replace("_", "-"),)
         group.add_argument(*flags, dest=f.name, **options)

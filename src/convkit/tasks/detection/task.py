@@ -96,11 +96,13 @@ def _check_model(config) -> None:
     from convkit.models import list_models
     from convkit.models._registry import ModelArgumentError
 
-    for name in (config.model, config.backbone):
-        if name is None or name in DETECTORS or name in list_models() or os.path.exists(str(name)):
+    for option, name in (("--model", config.model), ("--backbone", config.backbone)):
+        if name is None or name in list_models() or os.path.exists(str(name)) or (
+                option == "--model" and name in DETECTORS):
             continue
-        raise ModelArgumentError(f"--model {name}: not a detector ({', '.join(DETECTORS)}) nor a backbone (a zoo "
-                                 "name, model file, run folder or checkpoint; see convkit models)")
+        detector = f"a detector ({', '.join(DETECTORS)}) nor " if option == "--model" else ""
+        raise ModelArgumentError(f"{option} {name}: not {detector}a backbone (a zoo name, model file, run folder or "
+                                 "checkpoint; see convkit models)")
 
 
 def _has_split(path, split: str) -> bool:
