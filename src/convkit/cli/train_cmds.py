@@ -286,7 +286,7 @@ def _evaluate_detector(ckpt, args) -> int:
     """`convkit evaluate` of a detector: COCO's 12 numbers, VOC AP per class, PR curves (eval_pr.png)."""
     from convkit.tasks.detection.inference import evaluate_detector, evaluation_data
 
-    dataset, what = evaluation_data(ckpt, args.data, args.data_dir)
+    dataset, what = evaluation_data(ckpt, args.data)
     out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
     result = evaluate_detector(ckpt, dataset, batch_size=min(args.batch_size, 64), device=args.device, out=out)
     return _show_evaluation(ckpt, args, f"{ckpt.path} on {what} ({result.images:,} images)", result,

@@ -12,7 +12,6 @@ detections and metrics are in each image's own pixels.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +99,7 @@ class DetectionEvaluation:
                       "files": {k: str(v) for k, v in self.files.items()}})
 
 
-def evaluation_data(ckpt, data=None, data_dir=None) -> tuple[DetectionDataset, str]:
+def evaluation_data(ckpt, data=None) -> tuple[DetectionDataset, str]:
     """The data to evaluate a detector on: `data` (a COCO/VOC/YOLO path or "scenes"), else the run's own
     validation set, rebuilt from the config in the checkpoint as training built it."""
     from convkit.tasks.detection.task import builtin, load_detection_data, scenes_dataset
@@ -118,7 +117,7 @@ def evaluation_data(ckpt, data=None, data_dir=None) -> tuple[DetectionDataset, s
 
 
 def evaluate_detector(checkpoint, data=None, *, batch_size: int = 32, device: str = "cpu",
-                      out: str | os.PathLike | None = None, data_dir=None) -> DetectionEvaluation:
+                      out: str | os.PathLike | None = None) -> DetectionEvaluation:
     """COCO and VOC metrics of a trained detector, and its precision-recall curves (eval_pr.png) and a grid of
     its detections (eval_predictions.png) in `out`.
 
@@ -137,12 +136,10 @@ def evaluate_detector(checkpoint, data=None, *, batch_size: int = 32, device: st
         CheckpointError: not a detector's checkpoint. DataFormatError, DatasetNotFoundError: bad data.
     """
     from convkit.tasks.detection.metrics import coco_metrics, plot_pr_curves, voc_ap
-    from convkit.tasks.detection.scenes import draw_scenes
+    from convkit.tasks.detection.task import draw_detections
 
     ckpt = _checkpoint(checkpoint, device)
-    dataset = data if isinstance(data, DetectionDataset) else evaluation_data(ckpt, data, data_dir)[0]
-    if dataset.channels not in (1, 3):
-        raise ValueError(f"{dataset.source}: {dataset.channels}-channel images")
+    dataset = data if isinstance(data, DetectionDataset) else evaluation_data(ckpt, data)[0]
     found = _detect(ckpt, dataset.images, batch_size, device, None)
     classes = list(ckpt.classes)
     coco = coco_metrics(found, dataset.targets, len(classes))
@@ -153,10 +150,8 @@ def evaluate_detector(checkpoint, data=None, *, batch_size: int = 32, device: st
         files["pr_curves"] = plot_pr_curves(voc["curves"], classes, out / "eval_pr.png", voc["per_class"],
                                             title=f"precision-recall at IoU 0.5, {dataset.source}")
         if dataset.image_shape is not None:
-            n = min(12, len(dataset))
-            shown = [{k: v[d["scores"] >= 0.3] for k, v in d.items()} for d in found[:n]]
-            files["predictions"] = draw_scenes(dataset.images_tensor()[:n], shown, classes,
-                                               out / "eval_predictions.png", truth=dataset.targets[:n])
+            files["predictions"] = draw_detections(dataset.images_tensor(), found, dataset.targets, classes,
+                                                   out / "eval_predictions.png")
     voc = {k: v for k, v in voc.items() if k != "curves"}
     return DetectionEvaluation(coco, voc, classes, len(dataset), files)
 
@@ -235,9 +230,3 @@ def predict_detections(checkpoint, inputs, *, score_threshold: float = 0.4, batc
                            image_ids=[i + 1 for i in ok])
     return results, coco
 
-
-def write_json(path, data) -> Path:
-    """`data` as JSON, atomically."""
-    from convkit.utils import atomic_write_text
-
-    return atomic_write_text(path, json.dumps(data, indent=1))

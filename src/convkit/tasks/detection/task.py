@@ -42,6 +42,7 @@ __all__ = ["DetectionTask", "detections_of", "load_detection_data", "scenes_data
 BUILTIN = ("default", "scenes")
 SCENES_TRAIN, SCENES_VAL = 2000, 300  # the built-in scenes (as benchmarks/bench_detect_peer.py writes them)
 PREVIEW = 12  # validation images drawn with their detections in val_predictions.png
+SHOWN_SCORE = 0.3  # the least score of a detection drawn there
 
 
 @functools.lru_cache(maxsize=4)  # the same scenes for every run of a process (generating 2,300 takes seconds)
@@ -124,8 +125,7 @@ def _one_size(data: DetectionDataset, size: tuple[int, int] | None, log) -> Dete
 
 
 def detections_of(model: nn.Module, data: DetectionDataset, mean: torch.Tensor, std: torch.Tensor,
-                  batch_size: int = 64, device="cpu", autocast_dtype=None, channels_last: bool = True,
-                  score_threshold: float | None = None) -> list[dict]:
+                  batch_size: int = 64, device="cpu", autocast_dtype=None, channels_last: bool = True) -> list[dict]:
     """The detections of `model` (a `Detector`) on every image of `data`, in order (CPU tensors)."""
     device = torch.device(device)
     scale = (1 / (255 * std)).to(device).view(1, -1, 1, 1)
@@ -138,7 +138,7 @@ def detections_of(model: nn.Module, data: DetectionDataset, mean: torch.Tensor, 
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                found += model.detect(x, score_threshold) if score_threshold is not None else model(x)
+                found += model(x)
     return found
 
 
@@ -262,7 +262,7 @@ class DetectionTask(Task):
         m = coco_metrics(found, data.targets, len(self.classes))
         row = {"test_map": _finite(m["AP"]), "test_map50": _finite(m["AP50"]), "test_map75": _finite(m["AP75"])}
         preview = [{k: v.tolist() for k, v in d.items()} for d in found[:PREVIEW]]
-        return row, {"coco": {k: v for k, v in m.items()}, "preview": preview}
+        return row, {"coco": m, "preview": preview}
 
     def meta(self) -> dict:
         return {"classes": self.classes}
@@ -270,18 +270,24 @@ class DetectionTask(Task):
     def plots(self, run_dir: Path, history: list[dict], best: dict | None, extra, title: str) -> None:
         plot_detection_curves(history, self.train_fields, run_dir / "curves.png", title)
         if extra is not None and best is not None and self.preview is not None and extra.get("preview"):
-            from convkit.tasks.detection.scenes import draw_scenes
-
-            shown = [{"boxes": torch.tensor(p["boxes"]).reshape(-1, 4), "labels": torch.tensor(p["labels"], dtype=torch.long),
+            found = [{"boxes": torch.tensor(p["boxes"]).reshape(-1, 4), "labels": torch.tensor(p["labels"], dtype=torch.long),
                       "scores": torch.tensor(p["scores"])} for p in extra["preview"]]
-            shown = [{k: v[d["scores"] >= 0.3] for k, v in d.items()} for d in shown]
-            n = min(len(shown), len(self.preview))
-            draw_scenes(self.preview.images_tensor()[:n].cpu(), shown[:n], self.classes,
-                        run_dir / "val_predictions.png", columns=4, zoom=3,
-                        truth=[{k: v.cpu() for k, v in t.items()} for t in self.preview.targets[:n]])
+            draw_detections(self.preview.images_tensor().cpu(), found,
+                            [{k: v.cpu() for k, v in t.items()} for t in self.preview.targets], self.classes,
+                            run_dir / "val_predictions.png")
 
     def result_fields(self, extra) -> dict:
         return {"classes": self.classes}
+
+
+def draw_detections(images: torch.Tensor, found: list[dict], targets: list[dict], classes, path) -> Path:
+    """The first `PREVIEW` images with their detections of score >= `SHOWN_SCORE` in class colours over the true
+    boxes in white (`draw_scenes`): val_predictions.png of a run, eval_predictions.png of `convkit evaluate`."""
+    from convkit.tasks.detection.scenes import draw_scenes
+
+    n = min(PREVIEW, len(found), len(images))
+    shown = [{k: v[d["scores"] >= SHOWN_SCORE] for k, v in d.items()} for d in found[:n]]
+    return draw_scenes(images[:n], shown, classes, path, columns=4, zoom=3, truth=targets[:n])
 
 
 def _finite(value: float) -> float:
