@@ -1,7 +1,7 @@
 """The ``convkit`` command: one subcommand per stage, each with an example in its ``--help``.
 
 This module imports the verb modules (``train_cmds``, ``explain_cmds``, ``kernel_cmds``, ``report_cmds``,
-``features_cmds``); they import only ``cli.common``. `main` is the one place that turns a user error into
+``features_cmds``, ``segment_cmds``); they import only ``cli.common``. `main` is the one place that turns a user error into
 ``convkit: error: ...``.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from convkit import __version__
-from convkit.cli import explain_cmds, features_cmds, kernel_cmds, report_cmds, train_cmds
+from convkit.cli import explain_cmds, features_cmds, kernel_cmds, report_cmds, segment_cmds, train_cmds
 from convkit.cli.common import (  # noqa: F401  (CLIError, build_model: also imported from here by older code)
     FORMATTER,
     USER_ERRORS,
@@ -51,7 +51,9 @@ EXAMPLES = {
   convkit summary resnet18 --num-classes 10 --input 3x32x32 --json
   convkit summary examples/models/vgg_cifar.yaml --plot vgg_cifar.png
   convkit summary resnet18 --detector fasterrcnn --num-classes 10     Faster R-CNN on resnet18: per-part table
-  convkit summary fastcnn --detector yolo --in-channels 1 --input 1x128x128""",
+  convkit summary fastcnn --detector yolo --in-channels 1 --input 1x128x128
+  convkit summary unet --input 1x96x96 --num-classes 11     a segmenter (unet, fcn8s, hourglass, ...)
+  convkit summary fcn8s --backbone resnet18 --input 3x128x128""",
 }
 
 
@@ -96,9 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=DETECTORS, help="summarise this detector on MODEL as its backbone "
                    "(random weights; --num-classes: object classes, default 3; default input Cx96x96); adds a "
                    "per-part table (backbone, FPN, RPN, heads)")
+    p.add_argument("--backbone", help="for an FCN or the convolutionized classifier named as MODEL: its backbone "
+                   "(a zoo name, model file or run; default fastcnn)")
     p.set_defaults(run=cmd_summary)
 
-    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds):
+    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds, segment_cmds):
         module.register(verbs, fmt)
     return parser
 
@@ -133,11 +137,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from convkit.inspect import summary
     from convkit.inspect.summary import apply_run_freeze
 
+    if args.backbone and not _is_segmenter(args.model):
+        raise CLIError(f"--backbone is for a segmenter named as MODEL (fcn8s, fcn16s, fcn32s, convolutionized); "
+                       f"{args.model} is not one (a detector takes MODEL as its backbone)")
     if args.detector:
         from convkit.inspect.detection import build_detector
 
         model, input_shape = build_detector(args.detector, args.model, args.num_classes, args.in_channels)
         input_shape = args.input or input_shape
+    elif _is_segmenter(args.model):
+        model, input_shape = _segmenter(args)
     else:
         model, input_shape = build_model(args, args.input)
     frozen_as = apply_run_freeze(model, args.model, args.phase)  # a finetune run: frozen as its phase was
@@ -164,6 +173,23 @@ def cmd_summary(args: argparse.Namespace) -> int:
         plot_summary(result, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def _is_segmenter(name: str) -> bool:
+    from convkit.tasks.segmentation.models import SEGMENTERS
+
+    return name in SEGMENTERS and not os.path.exists(name)
+
+
+def _segmenter(args: argparse.Namespace):
+    """A segmenter named as MODEL (random weights): --num-classes (default 11, the scenes'), --in-channels
+    (default: the --input's, else 1) and --input (default 1x96x96, the scenes')."""
+    from convkit.tasks.segmentation.models import build_segmenter
+
+    channels = args.in_channels or (args.input[0] if args.input else 1)
+    shape = args.input or (channels, 96, 96)
+    model = build_segmenter(args.model, args.backbone, args.num_classes or 11, channels, tuple(shape[1:]))
+    return model, tuple(shape)
 
 
 def _silence_stdout() -> None:

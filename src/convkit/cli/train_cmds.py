@@ -37,6 +37,8 @@ EXAMPLES = {
   convkit train my_model.yaml --data photos/ --optimizer adamw --lr 3e-3 --schedule cosine --warmup-epochs 1
   convkit train --task detect                    a YOLO-style detector on the built-in scenes (a few minutes)
   convkit train --task detect --model fasterrcnn --backbone resnet18 --data coco.json --val-data val.json
+  convkit train --task segment                   a U-Net on the built-in scenes' masks (a few minutes)
+  convkit train --task segment --model fcn8s --backbone fastcnn --data folder_with_images_and_masks/
   convkit train --resume runs/fastcnn-20250101-120000      continue after Ctrl-C, SIGTERM or kill -9
   convkit train --config runs/fastcnn-20250101-120000/config.yaml --name again    repeat a run
   torchrun --nproc_per_node=2 -m convkit train resnet20 --data cifar10   several GPUs or processes""",
@@ -54,11 +56,13 @@ EXAMPLES = {
   convkit evaluate runs/fastcnn-20250101-120000/last.safetensors --data fashion-mnist --json
   convkit evaluate model.safetensors --data photos/test --worst 32 --out report/
   convkit evaluate runs/yolo-20250101-120000 --json          a detector: COCO's 12 numbers, VOC AP, eval_pr.png
-  convkit evaluate runs/yolo-20250101-120000 --data scenes/annotations/instances_val.json""",
+  convkit evaluate runs/yolo-20250101-120000 --data scenes/annotations/instances_val.json
+  convkit evaluate runs/unet-20250101-120000                 a segmenter: mIoU, per-class IoU, eval_iou.png""",
     "predict": """examples:
   convkit predict runs/fastcnn-20250101-120000 shoe.png
   convkit predict runs/fastcnn-20250101-120000 photos/ --top 3 --json
-  convkit predict runs/yolo-20250101-120000 scenes/val --out drawn/ --format coco > detections.json""",
+  convkit predict runs/yolo-20250101-120000 scenes/val --out drawn/ --format coco > detections.json
+  convkit predict runs/unet-20250101-120000 scenes/val --out masks/ --json     mask PNGs, overlays, areas""",
     "lr-find": """examples:
   convkit lr-find                                  fastcnn on the shipped subset
   convkit lr-find resnet20 --data cifar10 --batch-size 128 --out lr.png""",
@@ -234,6 +238,13 @@ def _print_summary(result) -> None:
     import numpy as np
 
     last, best, run = result.history[-1], result.best, result.run_dir
+    if "test_miou" in last:  # a segmenter
+        print(f"\nvalidation mIoU {100 * last['test_miou']:.2f}%, pixel accuracy {100 * last['test_pixel_accuracy']:.2f}%; "
+              f"best mIoU {100 * best['test_miou']:.2f}% at epoch {best['epoch']}; {last['elapsed_s']:.1f} s of training")
+        print(f"run folder: {run}  (best.safetensors, last.safetensors, config.yaml, metrics.csv, curves.png, "
+              "iou.png, val_predictions.png)")
+        print(f"next: convkit evaluate {run}    convkit predict {run} IMAGE_OR_FOLDER --out masks/")
+        return
     if "test_map" in last:  # a detector
         print(f"\nvalidation mAP@[.5:.95] {100 * last['test_map']:.2f}%, mAP@0.5 {100 * last['test_map50']:.2f}%; "
               f"best mAP@[.5:.95] {100 * best['test_map']:.2f}% (mAP@0.5 {100 * best['test_map50']:.2f}%) at epoch "
@@ -263,6 +274,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint, args.device)
     if ckpt.meta.get("task") == "detect":
         return _evaluate_detector(ckpt, args)
+    if ckpt.meta.get("task") == "segment":
+        return _evaluate_segmenter(ckpt, args)
     split = args.split or "test"
     dataset, what = _evaluation_data(ckpt, args.data, split, args.data_dir)
     out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
@@ -293,6 +306,17 @@ def _evaluate_detector(ckpt, args) -> int:
                             {"evaluated_on": what})
 
 
+def _evaluate_segmenter(ckpt, args) -> int:
+    """`convkit evaluate` of a segmenter: mIoU, pixel accuracy, per-class IoU (eval_iou.png, eval_predictions.png)."""
+    from convkit.tasks.segmentation.inference import evaluate_segmenter, evaluation_data
+
+    dataset, what = evaluation_data(ckpt, args.data)
+    out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
+    result = evaluate_segmenter(ckpt, dataset, batch_size=min(args.batch_size, 64), device=args.device, out=out)
+    return _show_evaluation(ckpt, args, f"{ckpt.path} on {what} ({result.images:,} images)", result,
+                            {"evaluated_on": what})
+
+
 def _evaluation_data(ckpt, data, split: str, data_dir):
     """--data whole (a folder or CSV; a named dataset's or split folder's `split`), else the run's own test set
     (or training set), rebuilt from the config in the checkpoint as training built it (`run_data`)."""
@@ -319,10 +343,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from convkit.train.config import check_device
 
     args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
-    if _is_detector(args.checkpoint):
+    task = _task_of(args.checkpoint)
+    if task == "detect":
         return _predict_detector(args)
     if args.format == "coco":
-        raise CLIError("--format coco writes detections; this checkpoint is a classifier")
+        raise CLIError(f"--format coco writes detections; this checkpoint is a {_TASK_NOUNS.get(task, task)}")
+    if task == "segment":
+        return _predict_segmenter(args)
     results = predict(args.checkpoint, args.images, top=args.top, batch_size=args.batch_size, device=args.device)
     failed = [r for r in results if r.error]
     for r in failed:
@@ -338,13 +365,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _is_detector(checkpoint) -> bool:
+_TASK_NOUNS = {"classification": "classifier", "segment": "segmenter", "detect": "detector"}
+
+
+def _task_of(checkpoint) -> str:
+    """The task a run or checkpoint was trained for ("classification" when unreadable: predict then says why)."""
     from convkit.models.weights import find_checkpoint, read_meta
 
     try:
-        return read_meta(find_checkpoint(Path(checkpoint), "best")).get("task") == "detect"
+        return str(read_meta(find_checkpoint(Path(checkpoint), "best")).get("task") or "classification")
     except Exception:  # not there or not readable: predict itself says what is wrong
-        return False
+        return "classification"
+
+
+def _predict_segmenter(args) -> int:
+    """`convkit predict` with a segmenter: a mask PNG and an overlay per image, per-class pixel areas."""
+    from convkit.tasks.segmentation.inference import predict_segmentation
+
+    out = Path(args.out) if args.out else _run_folder(args.checkpoint) / "predictions"
+    results = predict_segmentation(args.checkpoint, args.images, batch_size=min(args.batch_size, 64),
+                                   device=args.device, out=out)
+    if not results:
+        raise CLIError("no images found in " + ", ".join(args.images))
+    failed = [r for r in results if r.error]
+    for r in failed:
+        warn(r.error)
+    if args.json:
+        print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            if not r.error:
+                total = max(1, r.size[0] * r.size[1])
+                shown = sorted(r.areas.items(), key=lambda kv: -kv[1])
+                print(f"{r.path}: " + ", ".join(f"{c} {100 * n / total:.1f}%" for c, n in shown))
+    print(f"wrote {sum(1 for r in results if r.mask)} mask PNG(s) and overlay(s) to {out}/", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _predict_detector(args) -> int:
@@ -397,7 +452,8 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     """Adds the train, evaluate, predict and lr-find subparsers to ``verbs`` (from add_subparsers)."""
     fmt = formatter_class
     p = verbs.add_parser("train", help="train a model (default: fastcnn on the shipped Fashion-MNIST subset)",
-                         description="Train a classifier (or, with --task detect, a detector). Writes runs/<name>/: config.yaml, metrics.csv, "
+                         description="Train a classifier (or, with --task detect, a detector; --task segment, a segmenter; "
+                         "--task instance, Mask R-CNN). Writes runs/<name>/: config.yaml, metrics.csv, "
                          "curves.png, confusion.png, best/last.safetensors and resume.safetensors. Ctrl-C or "
                          "SIGTERM saves and stops; --resume continues (bit-identical on CPU).",
                          epilog=EXAMPLES["train"], formatter_class=fmt)
@@ -425,7 +481,8 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     p = verbs.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix, worst examples",
                          description="Evaluate a checkpoint: top-1/top-5 accuracy, per-class precision and recall, "
                          "the confusion matrix and the worst-classified examples (eval_confusion.png, "
-                         "eval_worst.png).", epilog=EXAMPLES["evaluate"], formatter_class=fmt)
+                         "eval_worst.png). A detector: COCO's 12 numbers, VOC AP, eval_pr.png. A segmenter: mIoU, "
+                         "pixel accuracy, per-class IoU (eval_iou.png, eval_predictions.png).", epilog=EXAMPLES["evaluate"], formatter_class=fmt)
     p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
     p.add_argument("--data", help="a dataset name, or a folder or CSV evaluated whole (default: the run's own test "
                    "set, as training chose it: its test data, test split or held-out 10%%, and its test limit)")
@@ -441,9 +498,11 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     add_json(p)
     p.set_defaults(run=cmd_evaluate)
 
-    p = verbs.add_parser("predict", help="classify images with a trained model",
+    p = verbs.add_parser("predict", help="classify, detect or segment images with a trained model",
                          description="Classify image files (any mode: grayscale, RGBA, palette, 16-bit, EXIF-"
-                         "rotated) with a trained model; unreadable files are reported and skipped.",
+                         "rotated) with a trained model; unreadable files are reported and skipped. A detector "
+                         "draws its boxes; a segmenter writes a mask PNG and an overlay per image, and --json "
+                         "gives each class's pixel area.",
                          epilog=EXAMPLES["predict"], formatter_class=fmt)
     p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
     p.add_argument("images", nargs="+", help="image files and/or folders")
@@ -454,7 +513,8 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     p.add_argument("--conf", type=positive_float, default=0.4,
                    help="detectors: the least score of a detection shown (default: 0.4)")
     p.add_argument("--out", help="detectors: the folder where each image is drawn with its labelled boxes and "
-                   "scores, a PNG per image (default: predictions/ in the run folder)")
+                   "scores, a PNG per image; segmenters: where <stem>_mask.png (palette PNG, value = class index) "
+                   "and <stem>_overlay.png go (default: predictions/ in the run folder)")
     p.add_argument("--format", choices=["json", "coco"], help="detectors: coco prints a COCO results file "
                    "(image ids 1, 2, ... in file order; category id = class index + 1), json as --json")
     add_json(p)
