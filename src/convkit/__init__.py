@@ -33,10 +33,11 @@ from convkit.models import (
     resolve_model,
 )
 from convkit.tasks.classification import evaluate, predict
+from convkit.tasks.segmentation.convolutionize import convolutionize
 from convkit.train import FinetuneConfig, TrainConfig, Trainer, finetune, load_checkpoint, train
 
 __version__ = "0.1.0"
 __all__ = [
-    "FinetuneConfig", "Sequential", "TrainConfig", "Trainer", "create_model", "evaluate", "finetune", "layers", "list_models", "load_checkpoint",
+    "FinetuneConfig", "Sequential", "TrainConfig", "Trainer", "convolutionize", "create_model", "evaluate", "finetune", "layers", "list_models", "load_checkpoint",
     "load_model_file", "model_info", "predict", "resolve_model", "summary", "train", "__version__",
 ]
