@@ -137,9 +137,9 @@ def legend_entries(masks, classes: Sequence[str]) -> list[tuple[str, tuple[float
     if isinstance(masks, (list, tuple)):
         ids = set()
         for m in masks:
-            ids |= set(np.unique(_numpy(m)).tolist())
+            ids |= {int(i) for i in np.unique(_numpy(m))}
     else:
-        ids = set(np.unique(_numpy(masks)).tolist())
+        ids = {int(i) for i in np.unique(_numpy(masks))}
     table = _colour_table(len(classes))
     entries = [(classes[i], tuple(float(c) / 255 for c in table[i])) for i in sorted(ids) if 0 <= i < len(classes)]
     if IGNORE_INDEX in ids:
