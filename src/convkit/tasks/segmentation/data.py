@@ -278,17 +278,23 @@ class SegmentationDataset:
                 ...
             convkit.data.errors.DataFormatError: b.png: class id 3 outside 0..1 (classes ['background', 'cat'])...
         """
-        k = self.num_classes
-        bad = (self.masks >= k) & (self.masks != IGNORE_INDEX)
-        per_mask = bad.flatten(1).any(1)
-        if not bool(per_mask.any()):
-            return
-        i = int(per_mask.nonzero()[0])
-        ids = self.masks[i][bad[i]].unique().tolist()
-        where = self.files[i] if self.files is not None else f"{self.source}: masks[{i}]"
-        raise DataFormatError(f"{where}: class id {ids[0]} outside 0..{k - 1} (classes {shorten(self.classes)}); "
-                              f"{IGNORE_INDEX} is ignore; ids found: {shorten(ids)}; {int(per_mask.sum())} of "
-                              f"{len(self)} masks hold such ids")
+        _check_ids(self.masks, self.classes, self.files, self.source)
+
+
+def _check_ids(masks: torch.Tensor | Sequence[torch.Tensor], classes: Sequence[str],
+               files: Sequence[str] | None, source: str) -> None:
+    """The rule of `SegmentationDataset.check`, on a (N, H, W) tensor or a list of (H, W) masks of any sizes."""
+    k = len(classes)
+    bad = [(m >= k) & (m != IGNORE_INDEX) for m in masks]
+    flagged = [i for i, b in enumerate(bad) if bool(b.any())]
+    if not flagged:
+        return
+    i = flagged[0]
+    ids = masks[i][bad[i]].unique().tolist()
+    where = files[i] if files is not None else f"{source}: masks[{i}]"
+    raise DataFormatError(f"{where}: class id {ids[0]} outside 0..{k - 1} (classes {shorten(classes)}); "
+                          f"{IGNORE_INDEX} is ignore; ids found: {shorten(ids)}; {len(flagged)} of "
+                          f"{len(masks)} masks hold such ids")
 
 
 def _resize_images(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -495,14 +501,15 @@ def _read_folder(root: Path, pair: tuple[Path, Path], classes: list[str] | None)
         if classes is None and listed is None and (place / "classes.txt").is_file():
             listed = read_class_list(place / "classes.txt")
     names = classes or listed
+    files = [str(m) for _, m in pairs]
+    if names is not None:  # before any resizing, which could hide an id
+        _check_ids([d[1] for d in decoded], names, files, str(root))
     images, masks = _same_size([d[0] for d in decoded], [d[1] for d in decoded], str(root))
     if names is None:
         ids = torch.bincount(masks.flatten().long(), minlength=256)[:IGNORE_INDEX].nonzero()
         k = int(ids.max()) + 1 if len(ids) else 1
         names = [f"class_{i}" for i in range(k)]
-    ds = SegmentationDataset(images, masks, names, str(root), [str(m) for _, m in pairs])
-    ds.check()
-    return ds
+    return SegmentationDataset(images, masks, names, str(root), files)
 
 
 # ------------------------------------------------------------------------------------------------------------- COCO
