@@ -265,3 +265,23 @@ def test_scenes_segmentation_gives_the_scenes_semantic_masks():
     assert ds.classes == ["background", *names] and ds.num_classes == 11
     assert scenes_segmentation("val", count=3) is ds  # cached
     ds.check()
+
+
+def test_coco_errors_name_the_file(tmp_path):
+    coco = {"images": [{"id": 1, "file_name": "missing.png"}], "categories": [{"id": 1, "name": "cat"}],
+            "annotations": []}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    with pytest.raises(DataFormatError, match=r"a\.json: .*missing\.png.*cannot open"):
+        load_segmentation(tmp_path / "a.json")
+    Image.new("L", (8, 8)).save(tmp_path / "b.png")
+    coco["images"].append({"id": 2, "file_name": "b.png"})  # one image read, one not: an error, not a skip
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    with pytest.raises(DataFormatError, match=r"missing\.png.*cannot open"), pytest.warns(UserWarning):
+        load_segmentation(tmp_path / "a.json")
+    coco = {"images": [{"id": 1, "file_name": "b.png"}], "categories": [{"id": 1, "name": "cat"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "segmentation": [[1, 2]]}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    with pytest.raises(DataFormatError, match=r"c\.json: annotations\[0\]\.segmentation: expected polygons"):
+        load_segmentation(tmp_path / "c.json")
+    with pytest.raises(DataFormatError, match="at least one category"):
+        load_segmentation(tmp_path / "c.json", classes=["background"])

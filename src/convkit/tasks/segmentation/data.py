@@ -285,12 +285,14 @@ def _check_ids(masks: torch.Tensor | Sequence[torch.Tensor], classes: Sequence[s
                files: Sequence[str] | None, source: str) -> None:
     """The rule of `SegmentationDataset.check`, on a (N, H, W) tensor or a list of (H, W) masks of any sizes."""
     k = len(classes)
-    bad = [(m >= k) & (m != IGNORE_INDEX) for m in masks]
-    flagged = [i for i, b in enumerate(bad) if bool(b.any())]
+    if isinstance(masks, torch.Tensor):  # one pass over the whole tensor
+        flagged = ((masks >= k) & (masks != IGNORE_INDEX)).flatten(1).any(1).nonzero().flatten().tolist()
+    else:
+        flagged = [i for i, m in enumerate(masks) if bool(((m >= k) & (m != IGNORE_INDEX)).any())]
     if not flagged:
         return
     i = flagged[0]
-    ids = masks[i][bad[i]].unique().tolist()
+    ids = masks[i][(masks[i] >= k) & (masks[i] != IGNORE_INDEX)].unique().tolist()
     where = files[i] if files is not None else f"{source}: masks[{i}]"
     raise DataFormatError(f"{where}: class id {ids[0]} outside 0..{k - 1} (classes {shorten(classes)}); "
                           f"{IGNORE_INDEX} is ignore; ids found: {shorten(ids)}; {len(flagged)} of "
