@@ -22,10 +22,11 @@ __all__ = ["IGNORE_COLOUR", "draw_segmentation_grid", "legend_entries", "overlay
 IGNORE_INDEX = 255  # the same as convkit.tasks.segmentation.data.IGNORE_INDEX (kept here: data imports plots)
 IGNORE_COLOUR = (255, 255, 255)  # how ignored pixels (255) are drawn
 
-# matplotlib's tab20, reordered so that neighbouring class ids get unlike hues (the dark shades first).
+# matplotlib's tab20, reordered so that neighbouring class ids get unlike hues (the dark shades first), its two
+# greys replaced by yellow and teal (a grey class would vanish on grayscale images).
 _TAB20 = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-          (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
-          (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
+          (227, 119, 194), (255, 225, 25), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+          (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (0, 128, 128),
           (219, 219, 141), (158, 218, 229))
 
 
@@ -41,7 +42,7 @@ def _voc_colour(i: int) -> tuple[int, int, int]:
 
 
 def palette(num_classes: int) -> np.ndarray:
-    """The colour of each class: 0 (background) black, then tab20's 20 colours, then Pascal VOC's.
+    """The colour of each class: 0 (background) black, then tab20's 20 colours (no greys), then Pascal VOC's.
 
     Ignored pixels (255) are not a class: they are drawn in `IGNORE_COLOUR` (white).
 
