@@ -103,7 +103,7 @@ class SegmentationEvaluation:
         m = self.metrics
 
         def pct(v):
-            return "   n/a" if v is None else f"{100 * v:5.1f}%"
+            return "   n/a" if v is None or v != v else f"{100 * v:5.1f}%"
 
         lines = [f"mIoU {pct(m['miou']).strip()}, pixel accuracy {pct(m['pixel_accuracy']).strip()}, mean class "
                  f"accuracy {pct(m['mean_accuracy']).strip()} over {self.images:,} images",
@@ -114,7 +114,14 @@ class SegmentationEvaluation:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"images": self.images, "classes": self.classes, "pixels": self.pixels, **self.metrics,
+        """JSON-able: undefined values (NaN) as null."""
+        def clean(v):
+            if isinstance(v, float) and v != v:
+                return None
+            return [clean(x) for x in v] if isinstance(v, list | tuple) else v
+
+        metrics = {k: clean(v) for k, v in self.metrics.items() if k != "classes"}
+        return {"images": self.images, "classes": self.classes, "class_pixels": self.pixels, **metrics,
                 "files": {k: str(v) for k, v in self.files.items()}}
 
 
