@@ -141,6 +141,24 @@ def _resolve_classifier(classifier: Any, input_shape: Sequence[int] | None) -> n
                              "folder, a checkpoint or a model (nn.Module)")
 
 
+class _LeafTracer(torch.fx.Tracer):
+    """torch.fx's tracer, with every subclass of a torch.nn layer a leaf (convkit's Conv2d, Dense, BatchNorm1d...:
+    their checks of the input's shape cannot be traced)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+        return super().is_leaf_module(m, qualname) or (
+            not isinstance(m, containers) and any(c.__module__.startswith("torch.nn.modules") and c is not nn.Module
+                                                  for c in type(m).__mro__[1:]))
+
+
+def _flattens(node: torch.fx.Node, modules: dict) -> bool:
+    """A convkit Dense (an ``nn.Linear`` that flattens its input first)."""
+    from convkit.layers.core import Dense
+
+    return node.op == "call_module" and isinstance(modules.get(node.target), Dense)
+
+
 def _is_flatten(node: torch.fx.Node, modules: dict) -> bool:
     if node.op == "call_function" and node.target is torch.flatten:
         return True
@@ -176,7 +194,7 @@ def convolutionize(classifier: Any, input_shape: Sequence[int] | None = None) ->
 
     Example:
         >>> net = convolutionize("fastcnn")
-        >>> net.stride, net.receptive_field, net.margin, net.head[0]
+        >>> net.stride, net.receptive_field, net.margin, net.head[-1]
         (4, (28, 28), 13, Conv2d(64, 10, kernel_size=(7, 7), stride=(1, 1)))
     """
     from dataclasses import replace
@@ -193,17 +211,21 @@ def convolutionize(classifier: Any, input_shape: Sequence[int] | None = None) ->
     was_training = model.training
     model.eval()  # trace the inference graph (GoogLeNet's auxiliary heads only run in training)
     try:
-        graph_module = torch.fx.symbolic_trace(model)
+        graph_module = torch.fx.GraphModule(model, _LeafTracer().trace(model))
     except Exception as err:
         raise _refuse(name, f"torch.fx cannot trace it ({shorten(str(err), 150)})") from None
     finally:
         model.train(was_training)
     modules = dict(graph_module.named_modules())
     nodes = list(graph_module.graph.nodes)
-    flat = next((n for n in nodes if _is_flatten(n, modules)), None)
+    flat = next((n for n in nodes if _is_flatten(n, modules) or _flattens(n, modules)), None)
     if flat is None:
         raise _refuse(name, "no flatten before its head")
     pool_node = flat.args[0]
+    if _flattens(flat, modules):  # convkit's Dense flattens its input itself: it is the head's first layer
+        if len(pool_node.users) != 1:
+            raise _refuse(name, f"{pool_node.name} feeds {len(pool_node.users)} operations")
+        flat = pool_node
     pool = modules.get(pool_node.target) if pool_node.op == "call_module" else None
     if isinstance(pool, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d) and len(pool_node.users) == 1:
         trunk_end = pool_node.args[0]
@@ -333,6 +355,8 @@ def _convert_head(ops: list, pool: nn.Module | None, channels: int, size: tuple[
                     conv.bias.copy_(op.bias.detach())
             conv.requires_grad_(op.weight.requires_grad)
             layers.append(conv)
+            if isinstance(getattr(op, "activation", None), nn.Module):  # convkit's Dense: its activation inside
+                layers.append(copy.deepcopy(op.activation))
         elif isinstance(op, nn.BatchNorm1d):
             bn = nn.BatchNorm2d(op.num_features, op.eps, op.momentum, op.affine, op.track_running_stats)
             bn.load_state_dict(op.state_dict())
