@@ -38,7 +38,7 @@ def _eval(name, **kwargs):
 
 # --- convolutionize -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["lenet5", "fastcnn", "resnet20", "deep.yaml"])
+@pytest.mark.parametrize("name", ["lenet5", "fastcnn", "resnet20", "nin_cifar", "deep.yaml"])
 def test_convolutionized_equals_the_classifier_at_its_training_size(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "deep.yaml").write_text(DEEP_HEAD)

@@ -152,6 +152,21 @@ class _LeafTracer(torch.fx.Tracer):
                                                   for c in type(m).__mro__[1:]))
 
 
+class _Method(nn.Module):
+    """One method of a model (``forward_features``, ``forward_head``) as a module."""
+
+    def __init__(self, model: nn.Module, method: str):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.method)(x)
+
+
+def _trace(model: nn.Module) -> torch.fx.GraphModule:
+    return torch.fx.GraphModule(model, _LeafTracer().trace(model))
+
+
 def _flattens(node: torch.fx.Node, modules: dict) -> bool:
     """A convkit Dense (an ``nn.Linear`` that flattens its input first)."""
     from convkit.layers.core import Dense
@@ -210,10 +225,18 @@ def convolutionize(classifier: Any, input_shape: Sequence[int] | None = None) ->
                                  "expected the classifier's training input (C, H, W)")
     was_training = model.training
     model.eval()  # trace the inference graph (GoogLeNet's auxiliary heads only run in training)
+    body = None
     try:
-        graph_module = torch.fx.GraphModule(model, _LeafTracer().trace(model))
+        graph_module = _trace(model)
     except Exception as err:
-        raise _refuse(name, f"torch.fx cannot trace it ({shorten(str(err), 150)})") from None
+        # a forward torch.fx cannot follow (NiN slices its body): keep forward_features, trace forward_head alone
+        if not callable(getattr(model, "forward_features", None)) or not callable(getattr(model, "forward_head",
+                                                                                          None)):
+            raise _refuse(name, f"torch.fx cannot trace it ({shorten(str(err), 150)})") from None
+        try:
+            graph_module, body = _trace(_Method(model, "forward_head")), _Method(model, "forward_features")
+        except Exception:
+            raise _refuse(name, f"torch.fx cannot trace it ({shorten(str(err), 150)})") from None
     finally:
         model.train(was_training)
     modules = dict(graph_module.named_modules())
@@ -232,6 +255,8 @@ def convolutionize(classifier: Any, input_shape: Sequence[int] | None = None) ->
     else:
         pool, trunk_end = None, pool_node
     trunk = _cut(graph_module, trunk_end)
+    if body is not None:
+        trunk = nn.Sequential(body, trunk)
     head_ops = _head_ops(flat, modules, name)
     with torch.no_grad():
         trunk.eval()
