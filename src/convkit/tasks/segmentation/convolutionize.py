@@ -31,8 +31,8 @@ exactly on the window ``X[..., i*s - M : i*s + R + M, j*s - M : j*s + R + M]`` (
   convolutionized net sees the neighbouring pixels (and the features computed from them) instead. So the two
   differ in general (a random image: they differ by about the logits' own spread). They are equal when the
   padding is reproduced: X is zero within M pixels of the crop's border on both sides (outside: what padding
-  replaces; inside: what the features at the padded positions are computed from) and the net maps a zero input
-  to zero features (no bias after the convolutions: true of an untrained fastcnn in eval mode, not of a
+  replaces; inside: what the features at the padded positions are computed from; M is enough on both sides, fastcnn
+  needs 9 px inside, measured) and the net maps a zero input to zero features (no bias after the convolutions: true of an untrained fastcnn in eval mode, not of a
   trained one). Positions with ``i*s >= M`` and ``i*s + R + M <= H`` (likewise for j) do not see the big image's
   own border padding: there the map is the classifier slid over the image with real context, independent of
   how far the image extends.
@@ -494,7 +494,8 @@ def save_class_map(image: torch.Tensor, class_map: torch.Tensor, classes: Sequen
     fig = Figure(figsize=(10, 4.5))
     ax_img, ax_map = fig.subplots(1, 2)
     height, width = img.shape[:2]
-    ax_img.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    picture = img[..., 0] if img.shape[2] == 1 else img
+    ax_img.imshow(picture, cmap="gray", vmin=0, vmax=1, extent=(0, width, height, 0))  # pixel k spans [k, k + 1]
     ax_img.set_title("image")
     if stride is not None and receptive_field is not None:
         top = receptive_field[0] / 2 - stride / 2
@@ -502,7 +503,7 @@ def save_class_map(image: torch.Tensor, class_map: torch.Tensor, classes: Sequen
         extent = (left, left + ids.shape[1] * stride, top + ids.shape[0] * stride, top)
     else:
         extent = (0, width, height, 0)
-    ax_map.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    ax_map.imshow(picture, cmap="gray", vmin=0, vmax=1, extent=(0, width, height, 0))
     ax_map.imshow(ids, cmap=ListedColormap(colours), vmin=-0.5, vmax=count - 0.5, interpolation="nearest",
                   extent=extent, alpha=0.6)
     ax_map.set_xlim(0, width)
