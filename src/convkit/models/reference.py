@@ -187,6 +187,13 @@ def build_from_spec(spec: dict, meta: bool = False) -> nn.Module:
             return detector_from_spec(spec)
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"the checkpoint's detector spec: {shorten(str(err), 200)}") from None
+    if kind == "segmenter":  # a segmenter (the segmentation task's; above models: imported on use)
+        from convkit.tasks.segmentation.models import segmenter_from_spec
+
+        try:
+            return segmenter_from_spec(spec)
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"the checkpoint's segmenter spec: {shorten(str(err), 200)}") from None
     if kind == "python":
         raise CheckpointError(f"the checkpoint's model ({spec.get('class', 'a Python module')}) was built in "
                               "Python; pass model= (an instance of the same architecture) to load its weights")

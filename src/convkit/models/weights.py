@@ -312,8 +312,9 @@ MAX_CLASSES = 100_000  # more outputs than any classifier has (ImageNet-21k: 21,
 MAX_CHANNELS = 1024
 MAX_SIDE = 16384  # pixels on a side of the input image
 _SPEC_KEYS = {"kind", "name", "kwargs", "num_classes", "in_channels", "path", "text", "class", "adapt"}
-_SPEC_KINDS = ("zoo", "file", "python", "detector")
+_SPEC_KINDS = ("zoo", "file", "python", "detector", "segmenter")
 _DETECTOR_KEYS = {"kind", "detector", "backbone", "num_classes", "in_channels", "image_size", "kwargs"}
+_SEGMENTER_KEYS = {"kind", "segmenter", "backbone", "classifier", "num_classes", "in_channels", "image_size", "kwargs"}
 
 
 def check_meta(meta, path: str | os.PathLike) -> dict:
@@ -410,6 +411,9 @@ def _check_spec(spec, bad) -> None:
     if spec.get("kind") == "detector":  # a detector on a backbone: the backbone's spec is checked as a model's
         _check_detector_spec(spec, bad)
         return
+    if spec.get("kind") == "segmenter":  # a segmenter, maybe on a backbone or classifier (checked as a model's)
+        _check_segmenter_spec(spec, bad)
+        return
     unknown = sorted(set(spec) - _SPEC_KEYS)
     if unknown:
         raise bad(f"model.{unknown[0][:60]}", spec[unknown[0]],
@@ -438,20 +442,33 @@ def _check_spec(spec, bad) -> None:
 
 def _check_detector_spec(spec: dict, bad) -> None:
     """model of a detector (`convkit.tasks.detection.detector`): its name, backbone spec, classes and size."""
-    unknown = sorted(set(spec) - _DETECTOR_KEYS)
+    _check_task_spec(spec, bad, "detector", _DETECTOR_KEYS, ("backbone",))
+
+
+def _check_segmenter_spec(spec: dict, bad) -> None:
+    """model of a segmenter (`convkit.tasks.segmentation.models`): its name, backbone or classifier spec (when it
+    has one), classes and size."""
+    _check_task_spec(spec, bad, "segmenter", _SEGMENTER_KEYS, ())
+
+
+def _check_task_spec(spec: dict, bad, key: str, keys: set, required: tuple) -> None:
+    unknown = sorted(set(spec) - keys)
     if unknown:
         raise bad(f"model.{unknown[0][:60]}", spec[unknown[0]],
-                  f"no such key; a detector spec has {', '.join(sorted(_DETECTOR_KEYS))}")
-    if not isinstance(spec.get("detector"), str) or len(spec["detector"]) > 100:
-        raise bad("model.detector", spec.get("detector"), "a detector name")
-    backbone = spec.get("backbone")
-    if not isinstance(backbone, dict) or backbone.get("kind") == "detector":
-        raise bad("model.backbone", backbone, "a backbone's model spec")
-    _check_spec(backbone, lambda name, value, expected: bad(name.replace("model", "model.backbone", 1), value,
-                                                           expected))
-    for key, top in (("num_classes", MAX_CLASSES), ("in_channels", MAX_CHANNELS)):
-        if not (_is_int(spec.get(key)) and 1 <= spec[key] <= top):
-            raise bad(f"model.{key}", spec.get(key), f"an int from 1 to {top:,}")
+                  f"no such key; a {key} spec has {', '.join(sorted(keys))}")
+    if not isinstance(spec.get(key), str) or len(spec[key]) > 100:
+        raise bad(f"model.{key}", spec.get(key), f"a {key} name")
+    for part in ("backbone", "classifier"):
+        inner = spec.get(part)
+        if part not in keys or (inner is None and part not in required):
+            continue
+        if not isinstance(inner, dict) or inner.get("kind") in ("detector", "segmenter"):
+            raise bad(f"model.{part}", inner, f"a {part}'s model spec")
+        _check_spec(inner, lambda name, value, expected, part=part: bad(name.replace("model", f"model.{part}", 1),
+                                                                        value, expected))
+    for field_name, top in (("num_classes", MAX_CLASSES), ("in_channels", MAX_CHANNELS)):
+        if not (_is_int(spec.get(field_name)) and 1 <= spec[field_name] <= top):
+            raise bad(f"model.{field_name}", spec.get(field_name), f"an int from 1 to {top:,}")
     size = spec.get("image_size")
     if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 1 <= v <= 1 << 16 for v in size)):
         raise bad("model.image_size", size, "[height, width] in pixels")
