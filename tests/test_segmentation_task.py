@@ -172,7 +172,7 @@ def test_summary_of_segmenters_by_name_and_of_a_trained_run(run, capsys):
     assert main(["summary", "unet", "--input", "1x96x96", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     model = __import__("convkit").tasks.segmentation.models.build_segmenter("unet", None, 11, 1, (96, 96))
-    assert table["total_params"] == sum(p.numel() for p in model.parameters())
+    assert table["totals"]["parameters"] == sum(p.numel() for p in model.parameters())
     assert any("ConvTranspose2d" in str(r.get("type", r.get("layer", ""))) for r in table["layers"])
     assert main(["summary", str(result.run_dir)]) == 0
     assert "ConvTranspose2d" in capsys.readouterr().out
