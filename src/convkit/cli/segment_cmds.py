@@ -19,9 +19,12 @@ EXAMPLES = {
 def cmd_convolutionize(args: argparse.Namespace) -> int:
     from convkit.tasks.segmentation.convolutionize import class_map, convolutionize, save_class_map
 
-    net = convolutionize(args.model).eval()
+    from convkit.models.reference import resolve_model
+
+    classifier = resolve_model(args.model).eval()
+    net = convolutionize(classifier).eval()  # shares the classifier's weights
     c, h, w = net.input_shape
-    check = _check_at_training_size(args.model, net)
+    check = _check_at_training_size(classifier, net)
     layers = [f"{name}: {type(m).__name__}({_geometry(m)})" for name, m in net.head.named_children()]
     images = _images(args, c)
     out = Path(args.out) if args.out else Path("convolutionized")
@@ -80,13 +83,10 @@ def _geometry(m) -> str:
     return ", ".join(parts)
 
 
-def _check_at_training_size(model, net) -> float:
+def _check_at_training_size(classifier, net) -> float:
     """The largest |difference| between the classifier's logits and the convolutionized net's on random inputs."""
     import torch
 
-    from convkit.models.reference import resolve_model
-
-    classifier = resolve_model(model).eval()
     x = torch.randn(4, *net.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return float((classifier(x).float() - net(x).flatten(1).float()).abs().max())
