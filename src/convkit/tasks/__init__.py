@@ -10,6 +10,7 @@ True
 
 from convkit.tasks.classification import ClassificationTask
 from convkit.tasks.detection.task import DetectionTask
+from convkit.tasks.segmentation.instance import InstanceSegmentationTask
 from convkit.train.task import Task, get_task, list_tasks, register_task
 
-__all__ = ["ClassificationTask", "DetectionTask", "Task", "get_task", "list_tasks", "register_task"]
+__all__ = ["ClassificationTask", "DetectionTask", "InstanceSegmentationTask", "Task", "get_task", "list_tasks", "register_task"]
