@@ -181,6 +181,8 @@ def _config(args: argparse.Namespace, config_class: type | None = None):
     config_class = config_class or TrainConfig
     if args.config and not Path(args.config).is_file():
         raise CLIError(f"--config {args.config}: no such file (give a YAML file such as a run's config.yaml)")
+    if getattr(args, "task", None) == "segment" and getattr(args, "model", None) == "maskrcnn":
+        args.task = "instance"  # Mask R-CNN segments instances: the instance segmentation task
     base = config_class.from_yaml(args.config) if args.config else config_class.for_task(getattr(args, "task", None))
     return base.replace(**config_overrides(args, config_class))
 
@@ -234,6 +236,9 @@ def _print_summary(result) -> None:
     import numpy as np
 
     last, best, run = result.history[-1], result.best, result.run_dir
+    if "test_mask_map" in last:  # instance segmentation
+        print(f"\nvalidation mask AP@[.5:.95] {100 * last['test_mask_map']:.2f}% (AP50 "
+              f"{100 * last['test_mask_map50']:.2f}%); best {100 * best['test_mask_map']:.2f}% at epoch {best['epoch']}")
     if "test_map" in last:  # a detector
         print(f"\nvalidation mAP@[.5:.95] {100 * last['test_map']:.2f}%, mAP@0.5 {100 * last['test_map50']:.2f}%; "
               f"best mAP@[.5:.95] {100 * best['test_map']:.2f}% (mAP@0.5 {100 * best['test_map50']:.2f}%) at epoch "
@@ -261,7 +266,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     ckpt = load_checkpoint(args.checkpoint, args.device)
-    if ckpt.meta.get("task") == "detect":
+    from convkit.tasks.detection.inference import DETECTOR_TASKS
+
+    if ckpt.meta.get("task") in DETECTOR_TASKS:
         return _evaluate_detector(ckpt, args)
     split = args.split or "test"
     dataset, what = _evaluation_data(ckpt, args.data, split, args.data_dir)
@@ -340,9 +347,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _is_detector(checkpoint) -> bool:
     from convkit.models.weights import find_checkpoint, read_meta
+    from convkit.tasks.detection.inference import DETECTOR_TASKS
 
     try:
-        return read_meta(find_checkpoint(Path(checkpoint), "best")).get("task") == "detect"
+        return read_meta(find_checkpoint(Path(checkpoint), "best")).get("task") in DETECTOR_TASKS
     except Exception:  # not there or not readable: predict itself says what is wrong
         return False
 
