@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from convkit.tasks.segmentation.data import (
-    SegmentationDataset,
-    scenes_segmentation,
-    write_segmentation_folder,
-)
 from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import confusion_matrix as sk_confusion
 
 from convkit.cli.main import main
 from convkit.models.reference import load_checkpoint
+from convkit.tasks.segmentation.data import (
+    SegmentationDataset,
+    scenes_segmentation,
+    write_segmentation_folder,
+)
 from convkit.tasks.segmentation.inference import evaluate_segmenter
 from convkit.train import TrainConfig, Trainer, train
 from convkit.train.runfolder import read_metrics

@@ -17,9 +17,8 @@ EXAMPLES = {
 
 
 def cmd_convolutionize(args: argparse.Namespace) -> int:
-    from convkit.tasks.segmentation.convolutionize import class_map, convolutionize, save_class_map
-
     from convkit.models.reference import resolve_model
+    from convkit.tasks.segmentation.convolutionize import class_map, convolutionize, save_class_map
 
     classifier = resolve_model(args.model).eval()
     net = convolutionize(classifier).eval()  # shares the classifier's weights

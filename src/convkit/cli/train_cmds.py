@@ -185,6 +185,8 @@ def _config(args: argparse.Namespace, config_class: type | None = None):
     config_class = config_class or TrainConfig
     if args.config and not Path(args.config).is_file():
         raise CLIError(f"--config {args.config}: no such file (give a YAML file such as a run's config.yaml)")
+    if getattr(args, "task", None) == "segment" and getattr(args, "model", None) == "maskrcnn":
+        args.task = "instance"  # Mask R-CNN segments instances: the instance segmentation task
     base = config_class.from_yaml(args.config) if args.config else config_class.for_task(getattr(args, "task", None))
     return base.replace(**config_overrides(args, config_class))
 
@@ -245,6 +247,9 @@ def _print_summary(result) -> None:
               "iou.png, val_predictions.png)")
         print(f"next: convkit evaluate {run}    convkit predict {run} IMAGE_OR_FOLDER --out masks/")
         return
+    if "test_mask_map" in last:  # instance segmentation
+        print(f"\nvalidation mask AP@[.5:.95] {100 * last['test_mask_map']:.2f}% (AP50 "
+              f"{100 * last['test_mask_map50']:.2f}%); best {100 * best['test_mask_map']:.2f}% at epoch {best['epoch']}")
     if "test_map" in last:  # a detector
         print(f"\nvalidation mAP@[.5:.95] {100 * last['test_map']:.2f}%, mAP@0.5 {100 * last['test_map50']:.2f}%; "
               f"best mAP@[.5:.95] {100 * best['test_map']:.2f}% (mAP@0.5 {100 * best['test_map50']:.2f}%) at epoch "
@@ -272,7 +277,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     ckpt = load_checkpoint(args.checkpoint, args.device)
-    if ckpt.meta.get("task") == "detect":
+    from convkit.tasks.detection.inference import DETECTOR_TASKS
+
+    if ckpt.meta.get("task") in DETECTOR_TASKS:
         return _evaluate_detector(ckpt, args)
     if ckpt.meta.get("task") == "segment":
         return _evaluate_segmenter(ckpt, args)
@@ -343,8 +350,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from convkit.train.config import check_device
 
     args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
+    from convkit.tasks.detection.inference import DETECTOR_TASKS
+
     task = _task_of(args.checkpoint)
-    if task == "detect":
+    if task in DETECTOR_TASKS:
         return _predict_detector(args)
     if args.format == "coco":
         raise CLIError(f"--format coco writes detections; this checkpoint is a {_TASK_NOUNS.get(task, task)}")
@@ -365,7 +374,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-_TASK_NOUNS = {"classification": "classifier", "segment": "segmenter", "detect": "detector"}
+_TASK_NOUNS = {"classification": "classifier", "segment": "segmenter"}
 
 
 def _task_of(checkpoint) -> str:

@@ -10,7 +10,9 @@ True
 
 from convkit.tasks.classification import ClassificationTask
 from convkit.tasks.detection.task import DetectionTask
+from convkit.tasks.segmentation.instance import InstanceSegmentationTask
 from convkit.tasks.segmentation.task import SegmentationTask
 from convkit.train.task import Task, get_task, list_tasks, register_task
 
-__all__ = ["ClassificationTask", "DetectionTask", "SegmentationTask", "Task", "get_task", "list_tasks", "register_task"]
+__all__ = ["ClassificationTask", "DetectionTask", "InstanceSegmentationTask", "SegmentationTask", "Task", "get_task",
+           "list_tasks", "register_task"]

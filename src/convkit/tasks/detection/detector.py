@@ -5,10 +5,11 @@ a `Detector`, an ``nn.Module`` with one calling convention whatever is inside:
 
 * ``detector(images, targets)`` (training mode): the loss terms, a dict of scalars whose sum is the loss
   (YOLO v1: xy, wh, obj, noobj, class; Faster R-CNN: the RPN's objectness and box terms and the head's class
-  and box terms; RetinaNet: the focal classification loss and the box regression; the localiser: class and
+  and box terms; Mask R-CNN: those and the mask term (targets carry "masks" uint8 (M, H, W)); RetinaNet: the focal classification loss and the box regression; the localiser: class and
   box);
 * ``detector(images)`` (eval mode): one dict per image in convkit's form, ``{"boxes": (K, 4) xyxy pixels,
-  "labels": (K,) 0-based, "scores": (K,)}``, on the CPU, what `convkit.tasks.detection.metrics` takes.
+  "labels": (K,) 0-based, "scores": (K,)}``, on the CPU, what `convkit.tasks.detection.metrics` takes; Mask
+  R-CNN adds ``"masks"``: uint8 (K, H, W) binary instance masks (probabilities cut at `MASK_THRESHOLD`).
 
 Images come in normalised as the training engine normalises them, ``(x / 255 - mean) / std`` with the training
 set's statistics (`Detector.model_cfg` records them): torchvision's detectors are built with an identity
@@ -41,7 +42,7 @@ from torch import nn
 from convkit.models._registry import ModelArgumentError
 from convkit.utils import shorten
 
-__all__ = ["DEFAULT_BACKBONE", "DEFAULT_DETECTOR", "DETECTORS", "Detector", "build_detector", "detector_from_spec"]
+__all__ = ["DEFAULT_BACKBONE", "DEFAULT_DETECTOR", "DETECTORS", "MASK_THRESHOLD", "Detector", "build_detector", "detector_from_spec"]
 
 # The detectors `convkit train --task detect --model NAME` builds, with what each is (for --help and messages).
 DETECTORS = {
@@ -49,13 +50,16 @@ DETECTORS = {
     "fasterrcnn": "Faster R-CNN: RPN + RoIAlign (roi_pool=max: RoI max pooling) + box head, on an FPN",
     "retinanet": "RetinaNet: FPN with P6/P7, focal loss",
     "localizer": "classification + localisation: one box per image, a class head and a box head",
+    "maskrcnn": "Mask R-CNN: Faster R-CNN + a binary mask head (instance segmentation)",
 }
 DEFAULT_DETECTOR = "yolo"  # the best for its time on 2 CPU cores (benchmarks/bench_detect.py; README)
 DEFAULT_BACKBONE = "fastcnn"
 LOSS_TERMS = {"yolo": ("xy", "wh", "obj", "noobj", "class"),
               "fasterrcnn": ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"),
               "retinanet": ("classification", "bbox_regression"),
-              "localizer": ("class", "box")}
+              "localizer": ("class", "box"),
+              "maskrcnn": ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")}
+MASK_THRESHOLD = 0.5  # Mask R-CNN's mask probabilities -> binary masks (the paper's and torchvision's cut)
 EVAL_SCORE_THRESHOLD = 0.01  # detections kept for evaluation (COCO's AP needs the low-scoring tail)
 
 
@@ -131,8 +135,12 @@ class Detector(nn.Module):
         result = []
         for d in out:
             keep = d["scores"] > threshold if self.kind != "localizer" else torch.ones_like(d["scores"], dtype=torch.bool)
-            result.append({"boxes": d["boxes"][keep].float().cpu(), "labels": d["labels"][keep].long().cpu(),
-                           "scores": d["scores"][keep].float().cpu()})
+            entry = {"boxes": d["boxes"][keep].float().cpu(), "labels": d["labels"][keep].long().cpu(),
+                     "scores": d["scores"][keep].float().cpu()}
+            if self.kind == "maskrcnn":  # (K, 1, H, W) probabilities -> (K, H, W) binary
+                masks = d["masks"][keep].float()
+                entry["masks"] = (masks.reshape(len(masks), *size) > MASK_THRESHOLD).to(torch.uint8).cpu()
+            result.append(entry)
         return result
 
     def stage_layout(self):
@@ -186,7 +194,7 @@ def build_detector(kind: str, backbone: Any = DEFAULT_BACKBONE, num_classes: int
     """Builds a detector on a convkit backbone (nothing downloaded).
 
     Args:
-        kind: "yolo", "fasterrcnn", "retinanet" or "localizer" (`DETECTORS`).
+        kind: "yolo", "fasterrcnn", "retinanet", "localizer" or "maskrcnn" (`DETECTORS`).
         backbone: a zoo name, a model file, a run folder or checkpoint (its trained weights come along), foreign
             weights, or a convkit module.
         num_classes: the classes, without background.
@@ -195,7 +203,8 @@ def build_detector(kind: str, backbone: Any = DEFAULT_BACKBONE, num_classes: int
         backbone_kwargs: a zoo backbone's builder arguments (e.g. ``{"widths": [16, 32, 64, 128]}``).
         **options: the detector's own arguments: yolo ``S`` (default: cells of about 12 px), ``B`` (2),
             ``hidden``, ``activation``; fasterrcnn ``roi_pool`` ("align" or "max"), ``out_channels``,
-            ``returned_stages``, ``anchor_sizes`` and FasterRCNN's keywords; retinanet ``out_channels``,
+            ``returned_stages``, ``anchor_sizes`` and FasterRCNN's keywords; maskrcnn those of fasterrcnn (roi_pool
+            "align" only) and ``mask_layers``; retinanet ``out_channels``,
             ``returned_stages`` and RetinaNet's keywords; localizer ``box_loss``, ``box_weight``, ``box_pool``.
 
     Returns:
@@ -243,10 +252,12 @@ def _build_net(kind: str, body: nn.Module, num_classes: int, in_channels: int, i
             for key in ("box_loss", "box_weight"):
                 options.pop(key, None)
             return Localizer(body, num_classes, **options)
-        from convkit.tasks.detection.models import faster_rcnn, retinanet
+        from convkit.tasks.detection.models import faster_rcnn, mask_rcnn, retinanet
 
         identity = {"image_mean": [0.0] * in_channels, "image_std": [1.0] * in_channels,
                     "min_size": min(image_size), "max_size": max(image_size)}
+        if kind == "maskrcnn":
+            return mask_rcnn(body, num_classes, **{"box_score_thresh": EVAL_SCORE_THRESHOLD, **identity, **options})
         if kind == "fasterrcnn":
             return faster_rcnn(body, num_classes, **{"box_score_thresh": EVAL_SCORE_THRESHOLD, **identity, **options})
         return retinanet(body, num_classes, **{"score_thresh": EVAL_SCORE_THRESHOLD, "detections_per_img": 100,

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 
 from convkit.tasks.detection.data import DetectionDataset, load_detection
 
-__all__ = ["DetectionEvaluation", "DetectionPrediction", "evaluate_detector", "predict_detections"]
+__all__ = ["DETECTOR_TASKS", "DetectionEvaluation", "DetectionPrediction", "evaluate_detector", "predict_detections"]
+
+DETECTOR_TASKS = ("detect", "instance")  # the checkpoints' tasks whose models are detectors (instance: Mask R-CNN)
 
 
 def _checkpoint(checkpoint, device):
@@ -29,7 +31,7 @@ def _checkpoint(checkpoint, device):
     from convkit.models.weights import CheckpointError
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
-    if ckpt.meta.get("task") != "detect":
+    if ckpt.meta.get("task") not in DETECTOR_TASKS:
         raise CheckpointError(f"{ckpt.path}: a {ckpt.meta.get('task', 'classification')} model, not a detector")
     return ckpt
 
@@ -47,6 +49,9 @@ def _detect(ckpt, images: list[torch.Tensor], batch_size: int, device, score_thr
         for x, d in zip(chunk, found):
             sy, sx = x.shape[1] / h, x.shape[2] / w
             d["boxes"] = d["boxes"] * torch.tensor([sx, sy, sx, sy])
+            if "masks" in d and tuple(d["masks"].shape[1:]) != tuple(x.shape[1:]):  # the image's own pixels
+                d["masks"] = F.interpolate(d["masks"][None].float(), size=tuple(x.shape[1:]),
+                                           mode="nearest")[0].to(torch.uint8)
             out.append(d)
     return out
 
@@ -66,11 +71,13 @@ class DetectionEvaluation:
     """What `evaluate_detector` returns.
 
     Attributes:
-        coco: COCO's 12 numbers plus per-class AP, AP50 and object counts (`coco_metrics`).
+        coco: COCO's 12 numbers plus per-class AP, AP50 and object counts (`coco_metrics`) of the boxes.
         voc: Pascal VOC's mAP@0.5 and per-class AP (`voc_ap`, without the curves).
         classes: the class names.
         images: how many images were evaluated.
         files: the pictures written, by name ("pr_curves", "predictions").
+        segm: a Mask R-CNN's mask AP, the same 12 numbers and per-class AP (`coco_metrics(iou_type="segm")`);
+            None for a detector without masks.
     """
 
     coco: dict
@@ -78,11 +85,16 @@ class DetectionEvaluation:
     classes: list[str]
     images: int
     files: dict = field(default_factory=dict)
+    segm: dict | None = None
 
     def __str__(self) -> str:
         from convkit.tasks.detection.metrics import format_metrics_table
 
-        return format_metrics_table(self.coco, self.voc, self.classes)
+        boxes = format_metrics_table(self.coco, self.voc, self.classes)
+        if self.segm is None:
+            return boxes
+        return (f"masks (COCO segm):\n{format_metrics_table(self.segm, None, self.classes)}\n"
+                f"boxes (COCO bbox):\n{boxes}")
 
     def to_dict(self) -> dict:
         """JSON-able (NaN as null)."""
@@ -96,21 +108,24 @@ class DetectionEvaluation:
             return v
 
         return clean({"images": self.images, "classes": self.classes, "coco": self.coco, "voc": self.voc,
+                      **({"segm": self.segm} if self.segm is not None else {}),
                       "files": {k: str(v) for k, v in self.files.items()}})
 
 
 def evaluation_data(ckpt, data=None) -> tuple[DetectionDataset, str]:
     """The data to evaluate a detector on: `data` (a COCO/VOC/YOLO path or "scenes"), else the run's own
-    validation set, rebuilt from the config in the checkpoint as training built it."""
+    validation set, rebuilt from the config in the checkpoint as training built it (with instance masks for an
+    instance segmentation run)."""
     from convkit.tasks.detection.task import builtin, load_detection_data, scenes_dataset
     from convkit.train.config import TrainConfig
 
+    masks = ckpt.meta.get("task") == "instance"
     if builtin(data):
-        return scenes_dataset("val"), "scenes (val)"
+        return scenes_dataset("val", masks=masks), "scenes (val)"
     if data is not None:
-        return load_detection(data, classes=ckpt.classes), str(data)
+        return load_detection(data, classes=ckpt.classes, masks=masks), str(data)
     config = TrainConfig.from_dict(ckpt.meta["config"])
-    _, test, what = load_detection_data(config, log=lambda _: None)
+    _, test, what = load_detection_data(config, log=lambda _: None, masks=masks)
     if config.test_limit:
         test = test.subset(range(min(config.test_limit, len(test))))
     return test, f"the run's validation set, {what}"
@@ -118,8 +133,8 @@ def evaluation_data(ckpt, data=None) -> tuple[DetectionDataset, str]:
 
 def evaluate_detector(checkpoint, data=None, *, batch_size: int = 32, device: str = "cpu",
                       out: str | os.PathLike | None = None) -> DetectionEvaluation:
-    """COCO and VOC metrics of a trained detector, and its precision-recall curves (eval_pr.png) and a grid of
-    its detections (eval_predictions.png) in `out`.
+    """COCO and VOC metrics of a trained detector (and a Mask R-CNN's mask AP), and its precision-recall curves
+    (eval_pr.png) and a grid of its detections (eval_predictions.png, masks painted) in `out`.
 
     Args:
         checkpoint: a run folder, a .safetensors checkpoint, or a loaded `Checkpoint`.
@@ -130,10 +145,11 @@ def evaluate_detector(checkpoint, data=None, *, batch_size: int = 32, device: st
         out: the folder for the pictures (None: none written).
 
     Returns:
-        A `DetectionEvaluation` (``print`` it for the table).
+        A `DetectionEvaluation` (``print`` it for the table); ``segm`` holds the mask AP of a detector with masks.
 
     Raises:
-        CheckpointError: not a detector's checkpoint. DataFormatError, DatasetNotFoundError: bad data.
+        CheckpointError: not a detector's checkpoint. DataFormatError, DatasetNotFoundError: bad data (for a
+            Mask R-CNN: data without instance masks).
     """
     from convkit.tasks.detection.metrics import coco_metrics, plot_pr_curves, voc_ap
     from convkit.tasks.detection.task import draw_detections
@@ -143,6 +159,12 @@ def evaluate_detector(checkpoint, data=None, *, batch_size: int = 32, device: st
     found = _detect(ckpt, dataset.images, batch_size, device, None)
     classes = list(ckpt.classes)
     coco = coco_metrics(found, dataset.targets, len(classes))
+    segm = None
+    if getattr(ckpt.model, "kind", None) == "maskrcnn":
+        from convkit.tasks.segmentation.instance import check_masks
+
+        check_masks(dataset)
+        segm = coco_metrics(found, dataset.targets, len(classes), iou_type="segm")
     voc = voc_ap(found, dataset.targets, len(classes))
     files = {}
     if out is not None:
@@ -153,12 +175,13 @@ def evaluate_detector(checkpoint, data=None, *, batch_size: int = 32, device: st
             files["predictions"] = draw_detections(dataset.images_tensor(), found, dataset.targets, classes,
                                                    out / "eval_predictions.png")
     voc = {k: v for k, v in voc.items() if k != "curves"}
-    return DetectionEvaluation(coco, voc, classes, len(dataset), files)
+    return DetectionEvaluation(coco, voc, classes, len(dataset), files, segm)
 
 
 @dataclass
 class DetectionPrediction:
-    """One image's detections (`predict_detections`): boxes xyxy in the image's pixels, class names, scores."""
+    """One image's detections (`predict_detections`): boxes xyxy in the image's pixels, class names, scores, and
+    for a Mask R-CNN each mask as COCO's compressed RLE (``{"size": [H, W], "counts": str}``) and its pixel area."""
 
     path: str
     boxes: list = field(default_factory=list)
@@ -167,11 +190,15 @@ class DetectionPrediction:
     scores: list = field(default_factory=list)
     drawn: str | None = None
     error: str | None = None
+    masks: list | None = None
+    areas: list | None = None
 
     def to_dict(self) -> dict:
+        extra = [{} for _ in self.boxes] if self.masks is None else [
+            {"mask": m, "area": int(a)} for m, a in zip(self.masks, self.areas)]
         return {"path": self.path, "detections": [
-            {"box": [round(v, 2) for v in b], "class": c, "label": int(lab), "score": round(s, 4)}
-            for b, c, lab, s in zip(self.boxes, self.classes, self.labels, self.scores)],
+            {"box": [round(v, 2) for v in b], "class": c, "label": int(lab), "score": round(s, 4), **e}
+            for b, c, lab, s, e in zip(self.boxes, self.classes, self.labels, self.scores, extra)],
             **({"drawn": self.drawn} if self.drawn else {}), **({"error": self.error} if self.error else {})}
 
 
@@ -218,13 +245,18 @@ def predict_detections(checkpoint, inputs, *, score_threshold: float = 0.4, batc
         r = results[i]
         r.boxes, r.labels, r.scores = d["boxes"].tolist(), d["labels"].tolist(), d["scores"].tolist()
         r.classes = [classes[k] for k in r.labels]
+        if "masks" in d:
+            from convkit.tasks.segmentation.instance import mask_rle
+
+            r.masks = [mask_rle(m) for m in d["masks"]]
+            r.areas = d["masks"].flatten(1).sum(1).tolist()
         if draw is not None:
             name = Path(r.path).stem
             while name in used:
                 name += "_"
             used.add(name)
             r.drawn = str(draw_scenes(image[None], [d], classes, Path(draw) / f"{name}.png", columns=1,
-                                      zoom=max(1, round(288 / max(image.shape[1:])))))
+                                      zoom=max(1, round(288 / max(image.shape[1:]))), masks="masks" in d))
     coco = to_coco_results([{"boxes": torch.tensor(r.boxes).reshape(-1, 4), "labels": torch.tensor(r.labels,
                              dtype=torch.long), "scores": torch.tensor(r.scores)} for r in results if not r.error],
                            image_ids=[i + 1 for i in ok])

@@ -46,8 +46,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, roi_pool
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
@@ -58,7 +59,7 @@ from convkit.models._registry import ModelArgumentError
 from convkit.utils import shorten
 
 __all__ = ["SMALL_IMAGE_PROPOSALS", "DetectionBackbone", "MultiScaleRoIMaxPool", "default_anchor_sizes", "detection_backbone",
-           "faster_rcnn", "from_torchvision_detections", "retinanet", "to_torchvision_images",
+           "faster_rcnn", "from_torchvision_detections", "mask_rcnn", "retinanet", "to_torchvision_images",
            "to_torchvision_targets"]
 
 SMALLEST_OBJECT = 12  # px: the scenes' smallest objects; the finest level's first anchor
@@ -340,6 +341,63 @@ def faster_rcnn(backbone: Any, num_classes: int, min_size: int = MIN_SIZE, max_s
                        rpn_anchor_generator=anchors, box_roi_pool=pool, **kwargs)
     if roi_pool == "max":  # FasterRCNN's constructor accepts RoIAlign only: swapped after it
         model.roi_heads.box_roi_pool = MultiScaleRoIMaxPool(pool.featmap_names, output_size=pool.output_size)
+    return model
+
+
+def mask_rcnn(backbone: Any, num_classes: int, min_size: int = MIN_SIZE, max_size: int = MAX_SIZE,
+              roi_pool: str = "align", fpn: bool = True, returned_stages: Sequence[str] | None = None,
+              out_channels: int | None = None, in_channels: int | None = None,
+              anchor_sizes: Sequence[Sequence[int]] | None = None,
+              aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), mask_layers: Sequence[int] | None = None,
+              **kwargs) -> MaskRCNN:
+    """torchvision's Mask R-CNN (Faster R-CNN + a binary mask head per class, trained jointly) on a convkit
+    backbone: `faster_rcnn`'s backbone, anchors, normalisation and proposal counts, and a mask branch that reads
+    14 x 14 RoIAlign cells of the same maps and predicts a 28 x 28 mask per RoI.
+
+    Args:
+        backbone, num_classes, min_size, max_size, fpn, returned_stages, out_channels, in_channels, anchor_sizes,
+            aspect_ratios: as in `faster_rcnn`.
+        roi_pool: "align" only (the mask branch needs RoIAlign's sub-pixel alignment).
+        mask_layers: the channels of the mask head's 3 x 3 convolutions (default: 4 of the backbone's width,
+            the paper's head at the FPN's width; torchvision's is 4 x 256).
+        **kwargs: MaskRCNN's other arguments (rpn_*, box_*, mask_roi_pool, mask_head, mask_predictor).
+
+    Returns:
+        A ``torchvision.models.detection.MaskRCNN``: train mode ``model(images, targets)`` (targets with
+        ``"masks"`` uint8 (M, H, W)) returns Faster R-CNN's losses plus ``loss_mask``; eval mode adds ``"masks"``
+        (K, 1, H, W) probabilities in the image's pixels to each detection dict.
+
+    Raises:
+        ModelArgumentError: roi_pool other than "align", and what `faster_rcnn` raises.
+
+    Example:
+        >>> model = mask_rcnn("fastcnn", num_classes=2)
+        >>> type(model.roi_heads.mask_roi_pool).__name__, model.roi_heads.mask_roi_pool.output_size
+        ('MultiScaleRoIAlign', (14, 14))
+    """
+    if roi_pool != "align":
+        raise ModelArgumentError(f"roi_pool={shorten(roi_pool)}: Mask R-CNN takes 'align' (RoIAlign) only")
+    _check_classes(num_classes)
+    body = _backbone(backbone, fpn, returned_stages, out_channels, "maxpool", in_channels)
+    _normalisation(body, kwargs)
+    for key, value in SMALL_IMAGE_PROPOSALS.items():
+        kwargs.setdefault(key, value)
+    anchors = kwargs.pop("rpn_anchor_generator", None) or _anchors(body, anchor_sizes, aspect_ratios, 2, min_size)
+    pool = kwargs.pop("box_roi_pool", None) or MultiScaleRoIAlign(body.featmap_names, output_size=7,
+                                                                  sampling_ratio=2)
+    mask_pool = kwargs.pop("mask_roi_pool", None) or MultiScaleRoIAlign(body.featmap_names, output_size=14,
+                                                                        sampling_ratio=2)
+    layers = [int(c) for c in (mask_layers or (body.out_channels,) * 4)]
+    if not layers or min(layers) < 1:
+        raise ModelArgumentError(f"mask_layers={shorten(mask_layers)}: expected channel counts >= 1")
+    head = kwargs.pop("mask_head", None) or MaskRCNNHeads(body.out_channels, layers, 1)
+    predictor = kwargs.pop("mask_predictor", None)
+    model = MaskRCNN(body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
+                     rpn_anchor_generator=anchors, box_roi_pool=pool, mask_roi_pool=mask_pool, mask_head=head,
+                     **kwargs)
+    # MaskRCNN's constructor sizes its own predictor for a 256-channel head (a given one needs num_classes=None
+    # and a box predictor too): swapped after it for the head's width
+    model.roi_heads.mask_predictor = predictor or MaskRCNNPredictor(layers[-1], layers[-1], num_classes + 1)
     return model
 
 

@@ -352,7 +352,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def draw_scenes(images: torch.Tensor, targets: Sequence[dict], classes: Sequence[str], path: str | os.PathLike,
-                columns: int = 4, zoom: int = 3, truth: Sequence[dict] | None = None) -> Path:
+                columns: int = 4, zoom: int = 3, truth: Sequence[dict] | None = None, masks: bool = False) -> Path:
     """A grid of scenes with each object's box and class name drawn, written as a PNG.
 
     Also draws detections: give them as `targets` (a "scores" entry adds the score to each name, e.g. "Bag
@@ -366,6 +366,8 @@ def draw_scenes(images: torch.Tensor, targets: Sequence[dict], classes: Sequence
         path: the PNG to write (atomically).
         columns: scenes per row.
         zoom: each scene is enlarged this many times (nearest neighbour), so that names are legible.
+        masks: also paint each target's instance mask ("masks" (M, H, W)) in its class colour, semi-transparent,
+            under the boxes.
 
     Returns:
         `path` as a Path.
@@ -389,6 +391,8 @@ def draw_scenes(images: torch.Tensor, targets: Sequence[dict], classes: Sequence
     for i, (image, target) in enumerate(zip(images, targets)):
         array = image.cpu().numpy()
         rgb = np.repeat(array, 3, 0) if len(array) == 1 else array
+        if masks and target.get("masks") is not None:
+            rgb = _paint_masks(rgb, target["masks"], target["labels"])
         scene = Image.fromarray(rgb.transpose(1, 2, 0)).resize((cell_w, cell_h), Image.NEAREST)
         draw = ImageDraw.Draw(scene)
         for box in (truth[i]["boxes"].tolist() if truth is not None else []):
@@ -408,6 +412,15 @@ def draw_scenes(images: torch.Tensor, targets: Sequence[dict], classes: Sequence
             draw.text((tx + 1 - left, ty + 1 - top), name, fill="black", font=font)
         sheet.paste(scene, ((i % columns) * (cell_w + gap), (i // columns) * (cell_h + gap)))
     return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def _paint_masks(rgb: np.ndarray, masks: torch.Tensor, labels: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
+    """A (3, H, W) uint8 picture with each (H, W) mask blended in its class colour (`alpha` of the colour)."""
+    out = rgb.astype(np.float32)
+    for mask, label in zip(masks.cpu().numpy().astype(bool), labels.tolist()):
+        colour = np.asarray(_PALETTE[label % len(_PALETTE)], dtype=np.float32)[:, None]
+        out[:, mask] = (1 - alpha) * out[:, mask] + alpha * colour
+    return out.round().clip(0, 255).astype(np.uint8)
 
 
 # Distinct bright colours for the ten classes (boxes on a black canvas, labels in black on them).

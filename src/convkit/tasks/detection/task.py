@@ -46,9 +46,11 @@ SHOWN_SCORE = 0.3  # the least score of a detection drawn there
 
 
 @functools.lru_cache(maxsize=4)  # the same scenes for every run of a process (generating 2,300 takes seconds)
-def scenes_dataset(split: str, count: int | None = None, objects=(1, 4), seed: int = 0) -> DetectionDataset:
+def scenes_dataset(split: str, count: int | None = None, objects=(1, 4), seed: int = 0,
+                   masks: bool = False) -> DetectionDataset:
     """The built-in scenes as a `DetectionDataset` ("train": 2,000, "val": 300 of held-out items), the same
-    images and boxes `write_scenes` writes with the same arguments.
+    images and boxes `write_scenes` writes with the same arguments (with ``masks=True`` also their instance
+    masks, uint8 (M, H, W), for instance segmentation).
 
     Example:
         >>> scenes_dataset("val", count=4)
@@ -58,8 +60,8 @@ def scenes_dataset(split: str, count: int | None = None, objects=(1, 4), seed: i
 
     count = count or (SCENES_TRAIN if split == "train" else SCENES_VAL)
     images, targets, classes = make_scenes(count, seed=seed, objects=objects, split="train" if split == "train"
-                                           else "test", masks=False)
-    targets = [{k: t[k] for k in ("boxes", "labels", "iscrowd") if k in t} for t in targets]
+                                           else "test", masks=bool(masks))
+    targets = [{k: t[k] for k in ("boxes", "labels", "iscrowd", "masks") if k in t} for t in targets]
     return DetectionDataset(images, targets, classes, f"scenes ({split}, seed {seed})")
 
 
@@ -68,23 +70,25 @@ def builtin(data) -> bool:
     return data is not None and str(data) in BUILTIN and not os.path.exists(str(data))
 
 
-def load_detection_data(config, log=print) -> tuple[DetectionDataset, DetectionDataset, str]:
-    """(training set, validation set, a description of the validation set) of a detection run's config."""
+def load_detection_data(config, log=print, masks: bool = False) -> tuple[DetectionDataset, DetectionDataset, str]:
+    """(training set, validation set, a description of the validation set) of a detection run's config; with
+    `masks` the instance masks too (the scenes' own, COCO segmentations)."""
     localizer = config.model == "localizer"
     objects = (1, 1) if localizer else (1, 4)
     if builtin(config.data):
-        train = scenes_dataset("train", objects=objects)
+        train = scenes_dataset("train", objects=objects, masks=masks)
     else:
         train = load_detection(config.data, "train" if _has_split(config.data, "train") else None,
-                               classes=config.classes)
+                               classes=config.classes, masks=masks)
     if builtin(config.test_data):
-        test, what = scenes_dataset("val", objects=objects), "scenes (val)"
+        test, what = scenes_dataset("val", objects=objects, masks=masks), "scenes (val)"
     elif config.test_data:
-        test, what = load_detection(config.test_data, classes=train.classes), str(config.test_data)
+        test, what = load_detection(config.test_data, classes=train.classes, masks=masks), str(config.test_data)
     elif builtin(config.data):
-        test, what = scenes_dataset("val", objects=objects), "scenes (val: held-out items)"
+        test, what = scenes_dataset("val", objects=objects, masks=masks), "scenes (val: held-out items)"
     elif _has_split(config.data, "val"):
-        test, what = load_detection(config.data, "val", classes=train.classes), f"{config.data} (val split)"
+        test, what = (load_detection(config.data, "val", classes=train.classes, masks=masks),
+                      f"{config.data} (val split)")
     else:
         train, test = train.split(0.1, seed=config.seed)
         what = f"{config.data} (held-out 10%)"
@@ -282,12 +286,14 @@ class DetectionTask(Task):
 
 def draw_detections(images: torch.Tensor, found: list[dict], targets: list[dict], classes, path) -> Path:
     """The first `PREVIEW` images with their detections of score >= `SHOWN_SCORE` in class colours over the true
-    boxes in white (`draw_scenes`): val_predictions.png of a run, eval_predictions.png of `convkit evaluate`."""
+    boxes in white (`draw_scenes`; instance masks painted under them when the detections have "masks"):
+    val_predictions.png of a run, eval_predictions.png of `convkit evaluate`."""
     from convkit.tasks.detection.scenes import draw_scenes
 
     n = min(PREVIEW, len(found), len(images))
     shown = [{k: v[d["scores"] >= SHOWN_SCORE] for k, v in d.items()} for d in found[:n]]
-    return draw_scenes(images[:n], shown, classes, path, columns=4, zoom=3, truth=targets[:n])
+    return draw_scenes(images[:n], shown, classes, path, columns=4, zoom=3, truth=targets[:n],
+                       masks=any("masks" in d for d in shown))
 
 
 def _finite(value: float) -> float:
@@ -297,7 +303,7 @@ def _finite(value: float) -> float:
 
 def plot_detection_curves(history: list[dict], terms, path, title: str = "") -> Path:
     """curves.png of a detection run: each loss term per epoch (left), mAP@[.5:.95], mAP@0.5 and mAP@0.75 per
-    epoch (right).
+    epoch (right), and mask mAP when the history has it (instance segmentation).
 
     Example:
         >>> history = [{"epoch": 1, "train_loss": 2.0, "loss_xy": 1.5, "test_map": 0.1, "test_map50": 0.3,
@@ -317,8 +323,10 @@ def plot_detection_curves(history: list[dict], terms, path, title: str = "") -> 
         ax_loss.plot(epochs, [r[term] for r in history], "-", label=term.removeprefix("loss_"))
     ax_loss.set(xlabel="epoch", ylabel="training loss (per image)", title="loss terms", yscale="log"
                 if all(r["train_loss"] > 0 for r in history) else "linear")
-    for key, label in (("test_map", "mAP@[.5:.95]"), ("test_map50", "mAP@0.5"), ("test_map75", "mAP@0.75")):
-        ax_map.plot(epochs, [100 * r[key] for r in history], "-s", label=label)
+    for key, label in (("test_map", "mAP@[.5:.95]"), ("test_map50", "mAP@0.5"), ("test_map75", "mAP@0.75"),
+                       ("test_mask_map", "mask mAP@[.5:.95]"), ("test_mask_map50", "mask mAP@0.5")):
+        if all(key in r for r in history):  # mask AP: instance segmentation runs
+            ax_map.plot(epochs, [100 * r[key] for r in history], "-s" if "mask" not in key else "--^", label=label)
     ax_map.set(xlabel="epoch", ylabel="%", title="validation mAP (COCO, pycocotools)", ylim=(0, 100))
     for ax in (ax_loss, ax_map):
         ax.grid(alpha=0.3)

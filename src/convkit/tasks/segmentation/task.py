@@ -299,8 +299,8 @@ def _check_model(config) -> None:
     from convkit.tasks.segmentation.models import SEGMENTERS
 
     if config.model == "maskrcnn":
-        raise ModelArgumentError("--model maskrcnn is instance segmentation (one mask per object): use "
-                                 "--task instance (convkit train --task instance)")
+        raise ModelArgumentError("model maskrcnn is instance segmentation (one mask per object): its task is "
+                                 "'instance' (convkit train --task instance; convkit.train(task=\"instance\"))")
     for option, name in (("--model", config.model), ("--backbone", config.backbone)):
         if name is None or name in list_models() or os.path.exists(str(name)) or (
                 option == "--model" and name in SEGMENTERS):
