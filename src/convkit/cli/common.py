@@ -93,6 +93,22 @@ def key_values(text: str) -> dict:
     return out
 
 
+class MergeKeyValues(argparse.Action):
+    """An option of ``K=V,...`` items (`key_values`) that may be repeated: each use adds its items to the earlier
+    ones (a key given again takes the later value), so ``--model-arg depth=3 --model-arg width=8`` keeps both.
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> _ = p.add_argument("--model-arg", type=key_values, action=MergeKeyValues, default={})
+        >>> p.parse_args(["--model-arg", "depth=3", "--model-arg", "width=8,depth=2"]).model_arg
+        {'depth': 2, 'width': 8}
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        earlier = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, {**earlier, **values} if isinstance(earlier, dict) else dict(values))
+
+
 def add_json(p: argparse.ArgumentParser | argparse._ArgumentGroup, help: str = "print JSON") -> None:
     """Adds ``--json`` (a flag, ``args.json``): the verb prints its result as JSON (see `print_json`).
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from convkit.cli.common import (
     FORMATTER,
     CLIError,
+    MergeKeyValues,
     add_json,
     int_at_least,
     key_values,
@@ -117,7 +118,7 @@ def value_options(hint, meta: typing.Mapping | None = None) -> dict:
     """The argparse keywords that parse a value of the field type ``hint`` (``X | None`` as X).
 
     ``bool``: ``--x/--no-x``; ``bool | str``: a flag with an optional value (``--compile`` or ``--compile
-    aot_eager``); ``dict``: ``K=V,...`` (`convkit.cli.common.key_values`); ``tuple[float, float]``: two values;
+    aot_eager``); ``dict``: ``K=V,...`` (`convkit.cli.common.key_values`), repeatable (`MergeKeyValues`); ``tuple[float, float]``: two values;
     ``int``, ``float``, ``str``: one value of that type. The field's ``choices`` and ``metavar`` are added.
 
     Example:
@@ -136,7 +137,7 @@ def value_options(hint, meta: typing.Mapping | None = None) -> dict:
     elif kinds == {bool, str}:
         options = {"nargs": "?", "const": True}
     elif origin is dict:
-        options = {"type": key_values, "metavar": "K=V,..."}
+        options = {"type": key_values, "action": MergeKeyValues, "metavar": "K=V,..."}
     elif origin is tuple and len(set(typing.get_args(kind))) == 1:
         options = {"nargs": len(typing.get_args(kind)), "type": typing.get_args(kind)[0]}
     elif kind in (int, float, str):
