@@ -68,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--speed-model", default="unet", help="the model of the engine-vs-plain-loop comparison")
     parser.add_argument("--speed-steps", type=int, default=12, help="timed steps of that comparison (0: skip)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--demo", type=Path, default=None,
+                        help="also draw the convolutionized classifier's class map of 2 validation scenes here (PNG)")
     parser.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--test-limit", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
@@ -144,6 +146,13 @@ def convolutionized(args, val, runs_dir: str) -> dict:
             classes = scores.argmax(1) + 1  # the scenes' class ids: the Fashion-MNIST class + 1
             found.append(torch.where(images.amax(1) > 0, classes, torch.zeros_like(classes)).to(torch.uint8))
     found = torch.cat(found)
+    if args.demo:
+        from convkit.tasks.segmentation.convolutionize import class_map, save_class_map
+
+        ids, _ = class_map(net, torch.cat([val.images[0], val.images[1]], -1))  # two scenes side by side
+        save_class_map(torch.cat([val.images[0], val.images[1]], -1), ids, net.classes, args.demo,
+                       title="fastcnn trained on 28x28 Fashion-MNIST items, convolutionized, slid over two scenes",
+                       stride=net.stride, receptive_field=net.receptive_field)
     m = segmentation_metrics(confusion_matrix(found, val.masks, len(val.classes)), val.classes)
     known = val.masks != 255
     right = ((found > 0) == (val.masks > 0)) & known  # foreground given by the pixels: a check it is exact

@@ -187,3 +187,15 @@ def test_training_data_given_in_python(tmp_path):
     result = train(task="segment", train_data=train_set, test_data=val_set, epochs=1, batch_size=5,
                    runs_dir=str(tmp_path), quiet=True, model_kwargs=TINY)
     assert result.classes == data.classes
+
+
+def test_a_coco_folder_written_by_write_scenes_gives_the_built_in_masks_and_its_val_split(tmp_path):
+    from convkit.tasks.detection.scenes import write_scenes
+    from convkit.tasks.segmentation.task import load_segmentation_data
+
+    write_scenes(tmp_path / "sc", train=12, val=5)
+    config = TrainConfig.for_task("segment").replace(data=str(tmp_path / "sc"))
+    train_set, val_set, what = load_segmentation_data(config, log=lambda _: None)
+    assert what.endswith("(val split)") and (len(train_set), len(val_set)) == (12, 5)
+    assert torch.equal(train_set.masks, scenes_segmentation("train", count=12).masks)
+    assert torch.equal(val_set.masks, scenes_segmentation("val", count=5).masks)

@@ -53,8 +53,11 @@ def builtin(data) -> bool:
 
 
 def _has_split(path, split: str) -> bool:
+    """A folder with that split: `<split>/images` (+ masks), or COCO's `annotations/instances_<split>.json`."""
+    from convkit.tasks.detection.task import _has_split as _has_coco_split
+
     p = Path(str(path))
-    return p.is_dir() and (p / split / "images").is_dir()
+    return p.is_dir() and ((p / split / "images").is_dir() or _has_coco_split(p, split))
 
 
 def load_segmentation_data(config, log=print):
