@@ -26,7 +26,8 @@ from convkit.train import TrainConfig, Trainer, train
 from convkit.train.runfolder import read_metrics
 
 TINY = {"depth": 2, "width": 8}
-SMALL = {"limit": 48, "test_limit": 12, "batch_size": 16, "quiet": True, "threads": 1, "model_kwargs": TINY}
+SMALL = {"limit": 48, "test_limit": 12, "batch_size": 16, "quiet": True, "threads": 1, "model": "unet",
+         "model_kwargs": TINY}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_evaluate_equals_the_best_epoch_and_sklearn_on_the_models_own_argmax(run
 
 
 def test_resume_after_an_interruption_mid_epoch_is_bit_identical(tmp_path, monkeypatch):
-    options = dict(task="segment", epochs=2, checkpoint_every=2, runs_dir=str(tmp_path), limit=32, test_limit=8,
+    options = dict(task="segment", model="unet", epochs=2, checkpoint_every=2, runs_dir=str(tmp_path), limit=32, test_limit=8,
                    batch_size=8, quiet=True, threads=1, model_kwargs=TINY,
                    augment={"horizontal_flip": True, "crop_padding": 4, "rotation": 10})
     reference = train(name="ref", **options).run_dir
@@ -119,7 +120,7 @@ def _folder(tmp_path, count=24, seed=0):
 
 def test_the_cli_trains_on_a_folder_then_evaluates_and_predicts(tmp_path, capsys):
     folder = _folder(tmp_path)
-    code = main(["train", "--task", "segment", "--data", str(folder), "--epochs", "1", "--batch-size", "8",
+    code = main(["train", "--task", "segment", "unet", "--data", str(folder), "--epochs", "1", "--batch-size", "8",
                  "--model-arg", "depth=2", "--model-arg", "width=8", "--runs-dir", str(tmp_path / "runs"),
                  "--name", "f", "--quiet"])
     out = capsys.readouterr()
@@ -185,7 +186,8 @@ def test_training_data_given_in_python(tmp_path):
     train_set, val_set = data.split(0.25, seed=0)
     assert isinstance(train_set, SegmentationDataset)
     result = train(task="segment", train_data=train_set, test_data=val_set, epochs=1, batch_size=5,
-                   runs_dir=str(tmp_path), quiet=True, model_kwargs=TINY)
+                   runs_dir=str(tmp_path), quiet=True)  # the task's default model, fcn8s
+    assert result.run_dir.name.startswith("fcn8s")
     assert result.classes == data.classes
 
 

@@ -54,6 +54,9 @@ SEGMENTERS = {
     "convolutionized": "a classifier whose fully connected head became convolutions, slid over the image",
 }
 DEFAULT_BACKBONE = "fastcnn"
+# The FCNs' default backbone when none is named: fastcnn with a fourth stage (strides 2, 4, 8 for the skips; a
+# 6-epoch trial on the scenes: 0.46 mIoU against 0.35 for the 3-stage fastcnn, FCN-8s, same recipe)
+DEFAULT_FCN_BACKBONE_KWARGS = {"widths": [16, 32, 64, 128], "depths": [1, 2, 2, 2]}
 _OPTIONS = {"unet": ("depth", "width"), "hourglass": ("stacks", "depth", "width"),
             "fcn8s": ("returned_stages",), "fcn16s": ("returned_stages",), "fcn32s": ("returned_stages",),
             "convolutionized": ("upsample", "input_shape")}
@@ -365,7 +368,7 @@ def build_segmenter(kind: str, backbone: Any = None, num_classes: int = 11, in_c
     Args:
         kind: "unet", "fcn8s", "fcn16s", "fcn32s", "hourglass" or "convolutionized".
         backbone: fcn*: the backbone (a zoo name, model file, run folder, checkpoint or module; default
-            "fastcnn"); convolutionized: the classifier (default "fastcnn"; a zoo name is built with
+            "fastcnn" with a fourth stage, `DEFAULT_FCN_BACKBONE_KWARGS`); convolutionized: the classifier (default "fastcnn"; a zoo name is built with
             ``num_classes`` outputs, a run or module keeps its own classes); unet and hourglass build their own
             encoder and refuse one.
         num_classes: K, the output channels (background included where the data has one).
@@ -409,7 +412,9 @@ def build_segmenter(kind: str, backbone: Any = None, num_classes: int = 11, in_c
     else:
         from convkit.tasks.detection.detector import _backbone_module
 
-        body = _backbone_module(DEFAULT_BACKBONE if backbone is None else backbone, in_channels, backbone_kwargs)
+        if backbone is None:  # the default: fastcnn with a fourth stage (stride 8: a wider view, measured better)
+            backbone, backbone_kwargs = DEFAULT_BACKBONE, backbone_kwargs or DEFAULT_FCN_BACKBONE_KWARGS
+        body = _backbone_module(backbone, in_channels, backbone_kwargs)
         backbone_spec = _spec_of(body, in_channels)
         net = fcn(body, num_classes, kind[3:], in_channels, **options)
         name = f"{kind}-{body.model_cfg.name}"

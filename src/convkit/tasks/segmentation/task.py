@@ -7,9 +7,9 @@ data               `--data`: a folder with images/ and masks/ (class-id or palet
                    11 classes: background and the 10 Fashion-MNIST classes). `--val-data` likewise, else the
                    folder's val/ split, else 10% of the images held out with the run's seed. Images of another
                    size than the training images are resized (masks by nearest neighbour).
-model              `--model unet|fcn8s|fcn16s|fcn32s|hourglass|convolutionized` (`SEGMENTERS`); FCNs and the
-                   convolutionized classifier on `--backbone` (default fastcnn); options as --model-arg
-                   (e.g. depth=3, width=16, stacks=2)
+model              `--model fcn8s|fcn16s|fcn32s|unet|hourglass|convolutionized` (`SEGMENTERS`; default fcn8s);
+                   FCNs and the convolutionized classifier on `--backbone` (default: fastcnn with a fourth
+                   stage); options as --model-arg (e.g. depth=3, width=16, stacks=2)
 augmentation       `convkit.data.Augmenter.with_targets`: crops, flips and the affine warp move the mask with
                    the image (nearest neighbour; 255 "ignore" where the image is padded)
 loss               per-pixel cross-entropy, pixels labelled 255 ignored; a stacked hourglass sums one loss per
@@ -43,7 +43,7 @@ __all__ = ["SegmentationTask", "load_segmentation_data", "predict_masks", "segme
 
 BUILTIN = ("default", "scenes")
 PREVIEW = 8  # validation images drawn with their predicted masks in val_predictions.png
-DEFAULT_SEGMENTER = "unet"
+DEFAULT_SEGMENTER = "fcn8s"  # the best in 5 minutes on 2 CPU cores (benchmarks/bench_segment.py; README)
 DEFAULT_BACKBONE = "fastcnn"
 
 
@@ -162,7 +162,7 @@ class SegmentationTask(Task):
     monitor = "test_miou"
     eval_fields = ("test_loss", "test_miou", "test_pixel_accuracy")
     # the recipe of benchmarks/bench_segment.py (about 5 minutes of the built-in scenes on 2 CPU cores)
-    defaults = {"model": DEFAULT_SEGMENTER, "epochs": 8, "batch_size": 32, "lr": 3e-3, "weight_decay": 1e-4,
+    defaults = {"model": DEFAULT_SEGMENTER, "epochs": 10, "batch_size": 32, "lr": 3e-3, "weight_decay": 1e-4,
                 "ema": 0.0, "augment": {"horizontal_flip": True}, "warmup_epochs": 0.5}
 
     def __init__(self):
