@@ -197,7 +197,7 @@ def cli_imports(module: str) -> set[str]:
 
 
 def test_the_verb_modules_import_only_common_and_common_imports_no_cli_module():
-    verbs = {"train_cmds", "explain_cmds", "kernel_cmds", "report_cmds", "features_cmds"}
+    verbs = {"train_cmds", "explain_cmds", "kernel_cmds", "report_cmds", "features_cmds", "segment_cmds"}
     assert {p.stem for p in CLI_DIR.glob("*.py")} == verbs | {"__init__", "common", "main"}
     assert cli_imports("common") == set()
     for verb in verbs:
@@ -206,7 +206,8 @@ def test_the_verb_modules_import_only_common_and_common_imports_no_cli_module():
 
 
 def test_each_cli_module_imports_alone():
-    modules = ["common", "train_cmds", "explain_cmds", "kernel_cmds", "report_cmds", "features_cmds", "main"]
+    modules = ["common", "train_cmds", "explain_cmds", "kernel_cmds", "report_cmds", "features_cmds", "segment_cmds",
+               "main"]
     check = ("import importlib, sys; m = sys.argv[1]; importlib.import_module('convkit.cli.' + m); "
              "print(sorted(k[12:] for k in sys.modules if k.startswith('convkit.cli.')))")
     procs = {m: subprocess.Popen([sys.executable, "-c", check, m], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -217,9 +218,9 @@ def test_each_cli_module_imports_alone():
         assert proc.returncode == 0, err
         loaded[m] = ast.literal_eval(out.strip())
     assert loaded["common"] == ["common"]
-    for verb in ["train_cmds", "explain_cmds", "kernel_cmds", "report_cmds", "features_cmds"]:
+    for verb in ["train_cmds", "explain_cmds", "kernel_cmds", "report_cmds", "features_cmds", "segment_cmds"]:
         assert loaded[verb] == sorted(["common", verb])
-    assert len(loaded["main"]) == 7
+    assert len(loaded["main"]) == 8
 
 
 def test_the_config_file_carries_each_option_s_help_and_reads_back():
