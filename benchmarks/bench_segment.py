@@ -37,6 +37,7 @@ average before and after. ``--limit``/``--test-limit``/``--batch`` (hidden; test
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -58,14 +59,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget per trained model")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--models", default="unet,fcn8s", help="comma-separated convkit segmenters to train")
+    parser.add_argument("--models", default="fcn8s,unet", help="comma-separated convkit segmenters to train")
+    parser.add_argument("--unet-args", type=str, default="depth=4,width=8",
+                        help="the U-Net's options (K=V,...; its default width 32 trains at about 5 img/s here)")
     parser.add_argument("--peer-encoder", default="resnet18", help="smp U-Net's encoder ('' : no peer)")
     parser.add_argument("--classifier-epochs", type=int, default=3,
                         help="epochs of the fastcnn classifier on Fashion-MNIST (0: no convolutionized row)")
+    parser.add_argument("--classifier-data", default="fashion-mnist",
+                        help="the classifier's data (default: the full Fashion-MNIST; 'default': the shipped subset)")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
                         help="where fashion-mnist/ lies (the classifier's data)")
     parser.add_argument("--probe-steps", type=int, default=6, help="training steps of each speed probe")
-    parser.add_argument("--speed-model", default="unet", help="the model of the engine-vs-plain-loop comparison")
+    parser.add_argument("--speed-model", default="fcn8s", help="the model of the engine-vs-plain-loop comparison")
     parser.add_argument("--speed-steps", type=int, default=12, help="timed steps of that comparison (0: skip)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--demo", type=Path, default=None,
@@ -75,7 +80,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    from convkit.cli.common import key_values
+
+    args.unet_args = key_values(args.unet_args)
     return args
+
+
+def model_kwargs(args, kind: str) -> dict:
+    return dict(args.unet_args) if kind == "unet" else {}
 
 
 def _r(x, digits: int = 4):
@@ -89,8 +101,8 @@ def log(text: str) -> None:
 def trainer(args, runs_dir: str, kind: str, **options):
     from convkit.train import Trainer
 
-    return Trainer(task="segment", model=kind, batch_size=args.batch, quiet=True, runs_dir=runs_dir,
-                   threads=args.threads, **options)
+    return Trainer(task="segment", model=kind, model_kwargs=model_kwargs(args, kind), batch_size=args.batch,
+                   quiet=True, runs_dir=runs_dir, threads=args.threads, **options)
 
 
 def quality(kind: str, args, train, val, runs_dir: str) -> dict:
@@ -114,7 +126,7 @@ def quality(kind: str, args, train, val, runs_dir: str) -> dict:
              "pixel_accuracy": _r(r["test_pixel_accuracy"])} for r, w in zip(result.history, walls)]
     best = result.best
     log(f"{kind}: best mIoU {best['test_miou']:.3f} at epoch {best['epoch']}")
-    return {"model": kind, "parameters": sum(p.numel() for p in result.model.parameters()),
+    return {"model": kind, "options": model_kwargs(args, kind), "parameters": sum(p.numel() for p in result.model.parameters()),
             "probe": {"images_per_s": _r(img_s, 1), "seconds": _r(probe_s, 1)}, "budget_s": budget_s,
             "epochs": epochs, "train_images": n_train, "val_images": len(val),
             "best": {"epoch": best["epoch"], "miou": _r(best["test_miou"]),
@@ -126,12 +138,12 @@ def convolutionized(args, val, runs_dir: str) -> dict:
     """A fastcnn trained on Fashion-MNIST items, convolutionized and slid over the validation scenes."""
     import torch
     import torch.nn.functional as F
-    from convkit.tasks.segmentation.metrics import confusion_matrix, segmentation_metrics
 
     import convkit
+    from convkit.tasks.segmentation.metrics import confusion_matrix, segmentation_metrics
 
     start = time.perf_counter()
-    result = convkit.train("fastcnn", data="fashion-mnist", data_dir=args.data_dir, epochs=args.classifier_epochs,
+    result = convkit.train(model="fastcnn", data=args.classifier_data, data_dir=args.data_dir, epochs=args.classifier_epochs,
                            quiet=True, runs_dir=runs_dir, threads=args.threads)
     train_s = time.perf_counter() - start
     net = convkit.convolutionize(result.run_dir)
@@ -158,7 +170,7 @@ def convolutionized(args, val, runs_dir: str) -> dict:
     right = ((found > 0) == (val.masks > 0)) & known  # foreground given by the pixels: a check it is exact
     log(f"convolutionized: mIoU {m['miou']:.3f} (classifier test accuracy {result.best['test_acc']:.3f})")
     return {"model": "convolutionized fastcnn (trained on Fashion-MNIST items only)",
-            "classifier": {"epochs": args.classifier_epochs, "test_acc": _r(result.best["test_acc"]),
+            "classifier": {"data": args.classifier_data, "epochs": args.classifier_epochs, "test_acc": _r(result.best["test_acc"]),
                            "train_wall_s": _r(train_s, 1)},
             "stride": int(net.stride), "receptive_field": list(net.receptive_field) if isinstance(
                 net.receptive_field, tuple | list) else net.receptive_field,
@@ -176,6 +188,7 @@ def _augment_flip(x, y, g):
 
 def _evaluate_plain(model, val, mean, std) -> dict:
     import torch
+
     from convkit.tasks.segmentation.metrics import confusion_matrix, segmentation_metrics
 
     model.eval()
@@ -204,7 +217,7 @@ def peer(args, train, val) -> dict:
     g = torch.Generator().manual_seed(0)
     budget_s, rows, steps, seen, epoch = args.minutes * 60, [], 0, 0, 0
     model.train()
-    while time.perf_counter() - start < budget_s:
+    while not rows or time.perf_counter() - start < budget_s:  # at least one step and one evaluation
         order = torch.randperm(len(train), generator=g)
         for i in range(0, len(train), args.batch):
             index = order[i:i + args.batch]
@@ -231,10 +244,12 @@ def speed(args, train, val, runs_dir: str) -> dict:
     """Training images/s of the same segmenter: a plain loop, then convkit's engine."""
     import torch
     import torch.nn.functional as F
+
     from convkit.tasks.segmentation.models import build_segmenter
 
     torch.manual_seed(0)
-    model = build_segmenter(args.speed_model, None, len(train.classes), train.channels, tuple(train.image_shape[1:]))
+    model = build_segmenter(args.speed_model, None, len(train.classes), train.channels, tuple(train.image_shape[1:]),
+                            **model_kwargs(args, args.speed_model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     mean, std = train.mean.view(1, -1, 1, 1), train.std.view(1, -1, 1, 1)
     g = torch.Generator().manual_seed(0)
@@ -286,7 +301,8 @@ def main(argv=None) -> dict:
                                                "torch": torch.__version__},
            "data": {"train": len(train), "val": len(val), "classes": len(train.classes), "seconds": _r(data_s, 1)},
            "budget_minutes": args.minutes, "models": []}
-    with tempfile.TemporaryDirectory() as runs_dir:
+    # the engine's progress lines go to stderr: stdout is the JSON alone
+    with tempfile.TemporaryDirectory() as runs_dir, contextlib.redirect_stdout(sys.stderr):
         for kind in args.models:
             out["models"].append(quality(kind, args, train, val, runs_dir))
         if args.classifier_epochs:
