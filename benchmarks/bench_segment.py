@@ -7,7 +7,8 @@ One run on this machine's CPU, timed:
    classes, background and the 10 Fashion-MNIST classes), made once and given to every run; exactly what
    ``convkit train --task segment`` makes for itself;
 2. mIoU over wall-clock time per convkit segmenter (``--models``, e.g. unet, fcn8s on fastcnn): a speed probe
-   (one engine epoch of ``--probe-steps`` batches, not counted) measures training images/s; then
+   (two engine epochs of ``--probe-steps`` batches, not counted; the second, warm epoch's speed) measures
+   training images/s; then
    ``epochs = max(1, floor(budget_s * images_per_s * 0.9 / training images))`` and
    ``Trainer(task="segment", model=KIND, epochs=E)`` trains with the task's other defaults. Each epoch's row
    records the wall time since the Trainer's construction began (set-up, training, evaluation, checkpoints),
@@ -110,9 +111,9 @@ def quality(kind: str, args, train, val, runs_dir: str) -> dict:
     budget_s = args.minutes * 60
     n_train = len(train)
     t = time.perf_counter()
-    probing = trainer(args, runs_dir, kind, epochs=1, limit=min(n_train, args.probe_steps * args.batch),
+    probing = trainer(args, runs_dir, kind, epochs=2, limit=min(n_train, args.probe_steps * args.batch),
                       test_limit=min(32, len(val)), train_data=train, test_data=val)
-    img_s = float(probing.fit().history[-1]["images_per_s"])
+    img_s = float(probing.fit().history[-1]["images_per_s"])  # the second epoch's: warm (the first runs slow)
     probe_s = time.perf_counter() - t
     epochs = max(1, math.floor(budget_s * img_s * 0.9 / n_train))
     log(f"{kind}: {img_s:.1f} img/s in the probe -> {epochs} epochs")

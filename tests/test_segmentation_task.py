@@ -201,3 +201,28 @@ def test_a_coco_folder_written_by_write_scenes_gives_the_built_in_masks_and_its_
     assert what.endswith("(val split)") and (len(train_set), len(val_set)) == (12, 5)
     assert torch.equal(train_set.masks, scenes_segmentation("train", count=12).masks)
     assert torch.equal(val_set.masks, scenes_segmentation("val", count=5).masks)
+
+
+def test_segment_convolutionize_checks_the_logits_draws_maps_and_saves_a_predicting_checkpoint(tmp_path, capsys):
+    saved = tmp_path / "conv.safetensors"
+    assert main(["segment", "convolutionize", "lenet5", "--scenes", "2", "--out", str(tmp_path / "maps"),
+                 "--save", str(saved), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["stride"], record["receptive_field"], record["margin"]) == (4, [32, 32], 0)
+    assert record["max_abs_difference_at_training_size"] < 1e-5  # the same weights as the classifier's
+    assert [m["map"] for m in record["maps"]] == [[17, 17], [17, 17]]  # (96 - 32) / 4 + 1
+    assert all(Path(m["picture"]).is_file() for m in record["maps"])
+    image = tmp_path / "wide.png"  # wider than the scenes: the map is slid over it at its own size
+    Image.fromarray(np.zeros((40, 70), np.uint8)).save(image)
+    assert main(["predict", str(saved), str(image), "--json", "--out", str(tmp_path / "p")]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["size"] == [40, 70] and sum(record["areas"].values()) == 40 * 70
+
+
+def test_animate_takes_a_segmenters_transposed_convolution_by_name(tmp_path, capsys):
+    out = tmp_path / "up.gif"
+    assert main(["animate", "--model", "unet", "--layer", "up1", "--input", "1x96x96", "--out", str(out),
+                 "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert out.is_file() and record["transposed"] is True and record["layer"] == "unet up1"
+    assert record["output_size"] == [2 * v for v in record["input_size"]]  # stride 2, kernel 2: the size doubles

@@ -273,6 +273,30 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="input channels, e.g. 1 for grayscale (default: the model's)")
 
 
+def named_segmenter(name: str, num_classes: int | None = None, in_channels: int | None = None,
+                    input_shape: tuple[int, ...] | None = None, backbone: str | None = None):
+    """(the segmenter, its input shape) when `name` is one of `SEGMENTERS` (and no such file exists), else None:
+    random weights, `num_classes` (default 11, the scenes'), `in_channels` (default the input's, else 1),
+    `input_shape` (default Cx96x96, the scenes'); `backbone` for the FCNs and the convolutionized classifier.
+
+    Example:
+        >>> model, shape = named_segmenter("unet", input_shape=(1, 64, 64))
+        >>> model.model_cfg.name, shape
+        ('unet', (1, 64, 64))
+        >>> named_segmenter("resnet18") is None
+        True
+    """
+    import os
+
+    from convkit.tasks.segmentation.models import SEGMENTERS, build_segmenter
+
+    if name not in SEGMENTERS or os.path.exists(name):
+        return None
+    channels = in_channels or (input_shape[0] if input_shape else 1)
+    shape = tuple(input_shape) if input_shape else (channels, 96, 96)
+    return build_segmenter(name, backbone, num_classes or 11, channels, tuple(shape[1:])), shape
+
+
 def build_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None = None, meta: bool = True):
     """The model that ``args.model`` names (zoo name, model file, run folder or checkpoint), through the one
     resolver (`convkit.models.resolve_model`); returns ``(model, input_shape)``: the shape given, else the model's

@@ -12,7 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from convkit.cli.common import FORMATTER, CLIError, add_json, positive_float, positive_int, print_json
+from convkit.cli.common import (
+    FORMATTER,
+    CLIError,
+    add_json,
+    named_segmenter,
+    positive_float,
+    positive_int,
+    print_json,
+)
 
 EXAMPLES = {
     "kernel": """examples:
@@ -29,7 +37,8 @@ Kernels are applied as in CNNs: cross-correlation, the kernel not flipped.""",
   convkit animate --input 7 --kernel 3 --dilation 2 --out dilated.gif
   convkit animate --input 3 --kernel 3 --stride 2 --padding 1 --transposed      3x3 -> 5x5
   convkit animate --model resnet18 --layer conv1 --json                          7x7/2, 224 -> 112
-  convkit animate --model lenet5 --layer features.c3 --fps 4""",
+  convkit animate --model lenet5 --layer features.c3 --fps 4
+  convkit animate --model unet --layer up1 --input 1x96x96                     a U-Net's transposed conv""",
 }
 
 
@@ -124,6 +133,10 @@ def _geometry(args: argparse.Namespace):
         if given:
             raise CLIError(f"--layer takes the geometry from the layer; drop {', '.join(given)}")
         kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_channels", args.in_channels)) if v}
+        segmenter = named_segmenter(args.model, args.num_classes, args.in_channels,
+                                    args.input if args.input is not None and len(args.input) == 3 else None)
+        if segmenter is not None:  # `--model unet`: a segmenter by name, at 96x96 unless --input says otherwise
+            return geometry_from_layer(segmenter[0], args.layer, args.input or segmenter[1])
         return geometry_from_layer(args.model, args.layer, args.input, **kwargs)
     if args.model:
         raise CLIError("--model needs --layer NAME (see `convkit summary MODEL` for the layer names)")
@@ -210,7 +223,8 @@ def register(verbs, formatter_class=FORMATTER) -> None:
     g.add_argument("--padding-mode", metavar="MODE",
                    help="zeros, replicate, reflect, symmetric or circular: the values shown in the padding")
     g = p.add_argument_group("a layer of a model")
-    g.add_argument("--model", help="a zoo name (see `convkit models`) or a model file (.yaml)")
+    g.add_argument("--model", help="a zoo name (see `convkit models`), a segmenter (unet, fcn8s, ...), a model file "
+                   "(.yaml), a run folder or a checkpoint")
     g.add_argument("--layer", metavar="NAME", help="the convolution's name as `convkit summary MODEL` lists it")
     g.add_argument("--num-classes", type=positive_int, help="classes of the classifier (default: the model's)")
     g.add_argument("--in-channels", type=positive_int, help="input channels (default: the model's)")

@@ -21,6 +21,7 @@ from convkit.cli.common import (  # noqa: F401  (CLIError, build_model: also imp
     add_json,
     add_model_arguments,
     build_model,
+    named_segmenter,
     os_error_message,
     parse_shape,
     positive_int,
@@ -137,7 +138,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from convkit.inspect import summary
     from convkit.inspect.summary import apply_run_freeze
 
-    if args.backbone and not _is_segmenter(args.model):
+    segmenter = named_segmenter(args.model, args.num_classes, args.in_channels, args.input, args.backbone)
+    if args.backbone and segmenter is None:
         raise CLIError(f"--backbone is for a segmenter named as MODEL (fcn8s, fcn16s, fcn32s, convolutionized); "
                        f"{args.model} is not one (a detector takes MODEL as its backbone)")
     if args.detector:
@@ -145,8 +147,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
         model, input_shape = build_detector(args.detector, args.model, args.num_classes, args.in_channels)
         input_shape = args.input or input_shape
-    elif _is_segmenter(args.model):
-        model, input_shape = _segmenter(args)
+    elif segmenter is not None:
+        model, input_shape = segmenter
     else:
         model, input_shape = build_model(args, args.input)
     frozen_as = apply_run_freeze(model, args.model, args.phase)  # a finetune run: frozen as its phase was
@@ -173,23 +175,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
         plot_summary(result, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
-
-
-def _is_segmenter(name: str) -> bool:
-    from convkit.tasks.segmentation.models import SEGMENTERS
-
-    return name in SEGMENTERS and not os.path.exists(name)
-
-
-def _segmenter(args: argparse.Namespace):
-    """A segmenter named as MODEL (random weights): --num-classes (default 11, the scenes'), --in-channels
-    (default: the --input's, else 1) and --input (default 1x96x96, the scenes')."""
-    from convkit.tasks.segmentation.models import build_segmenter
-
-    channels = args.in_channels or (args.input[0] if args.input else 1)
-    shape = args.input or (channels, 96, 96)
-    model = build_segmenter(args.model, args.backbone, args.num_classes or 11, channels, tuple(shape[1:]))
-    return model, tuple(shape)
 
 
 def _silence_stdout() -> None:

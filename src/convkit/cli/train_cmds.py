@@ -281,9 +281,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from convkit.tasks.detection.inference import DETECTOR_TASKS
 
     if ckpt.meta.get("task") in DETECTOR_TASKS:
-        return _evaluate_detector(ckpt, args)
+        return _evaluate_by_task(ckpt, args, "convkit.tasks.detection.inference", "evaluate_detector")
     if ckpt.meta.get("task") == "segment":
-        return _evaluate_segmenter(ckpt, args)
+        return _evaluate_by_task(ckpt, args, "convkit.tasks.segmentation.inference", "evaluate_segmenter")
     split = args.split or "test"
     dataset, what = _evaluation_data(ckpt, args.data, split, args.data_dir)
     out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
@@ -303,24 +303,17 @@ def _show_evaluation(ckpt, args, title: str, result, fields: dict) -> int:
     return 0
 
 
-def _evaluate_detector(ckpt, args) -> int:
-    """`convkit evaluate` of a detector: COCO's 12 numbers, VOC AP per class, PR curves (eval_pr.png)."""
-    from convkit.tasks.detection.inference import evaluate_detector, evaluation_data
+def _evaluate_by_task(ckpt, args, module: str, evaluate: str) -> int:
+    """`convkit evaluate` of a detector (COCO's 12 numbers, VOC AP, eval_pr.png) or a segmenter (mIoU, per-class
+    IoU, eval_iou.png): `module`'s ``evaluation_data`` and its `evaluate` function, on the run's own validation set
+    or --data."""
+    import importlib
 
-    dataset, what = evaluation_data(ckpt, args.data)
+    inference = importlib.import_module(module)
+    dataset, what = inference.evaluation_data(ckpt, args.data)
     out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
-    result = evaluate_detector(ckpt, dataset, batch_size=min(args.batch_size, 64), device=args.device, out=out)
-    return _show_evaluation(ckpt, args, f"{ckpt.path} on {what} ({result.images:,} images)", result,
-                            {"evaluated_on": what})
-
-
-def _evaluate_segmenter(ckpt, args) -> int:
-    """`convkit evaluate` of a segmenter: mIoU, pixel accuracy, per-class IoU (eval_iou.png, eval_predictions.png)."""
-    from convkit.tasks.segmentation.inference import evaluate_segmenter, evaluation_data
-
-    dataset, what = evaluation_data(ckpt, args.data)
-    out = None if args.no_plots else Path(args.out) if args.out else ckpt.path.parent
-    result = evaluate_segmenter(ckpt, dataset, batch_size=min(args.batch_size, 64), device=args.device, out=out)
+    result = getattr(inference, evaluate)(ckpt, dataset, batch_size=min(args.batch_size, 64), device=args.device,
+                                          out=out)
     return _show_evaluation(ckpt, args, f"{ckpt.path} on {what} ({result.images:,} images)", result,
                             {"evaluated_on": what})
 

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Task", "TaskAugmenter", "get_task", "list_tasks", "register_task"]
+__all__ = ["Task", "TaskAugmenter", "check_model_names", "get_task", "list_tasks", "register_task"]
 
 _TASKS: dict[str, type[Task]] = {}
 
@@ -78,6 +78,34 @@ def get_task(name: str | Task) -> Task:
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(_TASKS))}")
     return _TASKS[name]()
+
+
+def check_model_names(config, kinds, noun: str) -> None:
+    """Refuses, before any data is read, a ``config.model`` that is neither one of a task's `kinds` (e.g. the
+    detectors) nor a backbone (a zoo name, model file, run folder or checkpoint), and a ``config.backbone`` that is
+    not a backbone; `noun` names the kinds in the message ("detector").
+
+    Raises:
+        ModelArgumentError: naming the option (--model, --backbone), the value and what it may be.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_model_names(SimpleNamespace(model="unett", backbone=None), {"unet": ""}, "segmenter")
+        Traceback (most recent call last):
+        ...
+        convkit.models._registry.ModelArgumentError: --model unett: not a segmenter (unet) nor a backbone (a zoo ...
+    """
+    import os
+
+    from convkit.models import list_models
+    from convkit.models._registry import ModelArgumentError
+
+    for option, name in (("--model", config.model), ("--backbone", config.backbone)):
+        if name is None or name in list_models() or os.path.exists(str(name)) or (option == "--model" and name in kinds):
+            continue
+        kind = f"a {noun} ({', '.join(kinds)}) nor " if option == "--model" else ""
+        raise ModelArgumentError(f"{option} {name}: not {kind}a backbone (a zoo name, model file, run folder or "
+                                 "checkpoint; see convkit models)")
 
 
 class TaskAugmenter:

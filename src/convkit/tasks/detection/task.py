@@ -35,7 +35,7 @@ from torch import nn
 from convkit.data.errors import DataFormatError
 from convkit.tasks.detection.data import DetectionDataset, load_detection
 from convkit.tasks.detection.detector import DEFAULT_BACKBONE, DETECTORS, build_detector
-from convkit.train.task import Task, TaskAugmenter, register_task
+from convkit.train.task import Task, TaskAugmenter, check_model_names, register_task
 
 __all__ = ["DetectionTask", "detections_of", "load_detection_data", "scenes_dataset"]
 
@@ -98,16 +98,7 @@ def load_detection_data(config, log=print, masks: bool = False) -> tuple[Detecti
 
 def _check_model(config) -> None:
     """`config.model` is a detector, or (as a backbone for the default detector) a zoo name, file or run."""
-    from convkit.models import list_models
-    from convkit.models._registry import ModelArgumentError
-
-    for option, name in (("--model", config.model), ("--backbone", config.backbone)):
-        if name is None or name in list_models() or os.path.exists(str(name)) or (
-                option == "--model" and name in DETECTORS):
-            continue
-        detector = f"a detector ({', '.join(DETECTORS)}) nor " if option == "--model" else ""
-        raise ModelArgumentError(f"{option} {name}: not {detector}a backbone (a zoo name, model file, run folder or "
-                                 "checkpoint; see convkit models)")
+    check_model_names(config, DETECTORS, "detector")
 
 
 def _has_split(path, split: str) -> bool:

@@ -29,7 +29,6 @@ pictures           curves.png, iou.png (per-class IoU of the best epoch), val_pr
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -37,19 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from convkit.data.errors import DataFormatError
-from convkit.train.task import Task, TaskAugmenter, register_task
+from convkit.tasks.detection.task import builtin  # the same names for the built-in scenes
+from convkit.train.task import Task, TaskAugmenter, check_model_names, register_task
 
 __all__ = ["SegmentationTask", "load_segmentation_data", "predict_masks", "segmentation_loss"]
 
-BUILTIN = ("default", "scenes")
 PREVIEW = 8  # validation images drawn with their predicted masks in val_predictions.png
 DEFAULT_SEGMENTER = "fcn8s"  # the best in 5 minutes on 2 CPU cores (benchmarks/bench_segment.py; README)
 DEFAULT_BACKBONE = "fastcnn"
-
-
-def builtin(data) -> bool:
-    """Whether `data` names the built-in scenes ("default" or "scenes", when no such file or folder exists here)."""
-    return data is not None and str(data) in BUILTIN and not os.path.exists(str(data))
 
 
 def _has_split(path, split: str) -> bool:
@@ -162,7 +156,7 @@ class SegmentationTask(Task):
     monitor = "test_miou"
     eval_fields = ("test_loss", "test_miou", "test_pixel_accuracy")
     # the recipe of benchmarks/bench_segment.py (about 5 minutes of the built-in scenes on 2 CPU cores)
-    defaults = {"model": DEFAULT_SEGMENTER, "epochs": 10, "batch_size": 32, "lr": 3e-3, "weight_decay": 1e-4,
+    defaults = {"model": DEFAULT_SEGMENTER, "epochs": 9, "batch_size": 32, "lr": 3e-3, "weight_decay": 1e-4,
                 "ema": 0.0, "augment": {"horizontal_flip": True}, "warmup_epochs": 0.5}
 
     def __init__(self):
@@ -296,18 +290,12 @@ def _finite(value) -> float:
 
 
 def _check_model(config) -> None:
-    """`config.model` is a segmenter, or (as a backbone for an FCN-8s) a zoo name, file or run."""
-    from convkit.models import list_models
+    """`config.model` is a segmenter, or (as a backbone for an FCN-8s) a zoo name, file or run; maskrcnn is named
+    as the instance task's."""
     from convkit.models._registry import ModelArgumentError
     from convkit.tasks.segmentation.models import SEGMENTERS
 
     if config.model == "maskrcnn":
         raise ModelArgumentError("model maskrcnn is instance segmentation (one mask per object): its task is "
                                  "'instance' (convkit train --task instance; convkit.train(task=\"instance\"))")
-    for option, name in (("--model", config.model), ("--backbone", config.backbone)):
-        if name is None or name in list_models() or os.path.exists(str(name)) or (
-                option == "--model" and name in SEGMENTERS):
-            continue
-        segmenter = f"a segmenter ({', '.join(SEGMENTERS)}) nor " if option == "--model" else ""
-        raise ModelArgumentError(f"{option} {name}: not {segmenter}a backbone (a zoo name, model file, run folder or "
-                                 "checkpoint; see convkit models)")
+    check_model_names(config, SEGMENTERS, "segmenter")
