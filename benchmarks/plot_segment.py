@@ -15,6 +15,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _options(run: dict) -> str:
+    options = run.get("options") or {}
+    return f" ({', '.join(f'{k} {v}' for k, v in options.items())})" if options else ""
+
+
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=str(ROOT / "benchmarks/results/segment_epyc.json"))
@@ -29,11 +34,12 @@ def main(argv=None) -> Path:
         for run in results["models"]:
             h = run["history"]
             ax.plot([0] + [r["wall_s"] for r in h], [0] + [100 * r[key] for r in h], "-o", ms=3,
-                    label=f"convkit {run['model']} ({run['parameters']:,} params)")
+                    label=f"convkit {run['model']}{_options(run)} ({run['parameters']:,} params)")
         if "peer" in results:
             h = results["peer"]["history"]
             ax.plot([0] + [r["wall_s"] for r in h], [0] + [100 * r[key] for r in h], "k-*", ms=8,
-                    label=f"peer: smp {results['peer']['model'].split()[1]} ({results['peer']['parameters']:,} params)")
+                    label=f"peer: smp {results['peer']['model'].split()[1].rstrip(',')}) "
+                          f"({results['peer']['parameters']:,} params)")
         conv = results.get("convolutionized")
         if conv and conv.get(key) is not None:
             ax.axhline(100 * conv[key], color="tab:red", ls="--", lw=1,
