@@ -226,3 +226,32 @@ def test_animate_takes_a_segmenters_transposed_convolution_by_name(tmp_path, cap
     record = json.loads(capsys.readouterr().out)
     assert out.is_file() and record["transposed"] is True and record["layer"] == "unet up1"
     assert record["output_size"] == [2 * v for v in record["input_size"]]  # stride 2, kernel 2: the size doubles
+
+
+@pytest.mark.slow  # two real processes under torchrun, then one: about a minute on 2 cores
+def test_a_segmenter_under_torchrun_with_two_processes_matches_one_process(tmp_path):
+    """FCN-8s on lenet5 (no batch norm, no dropout: each rank's statistics would differ by design); the batch of 21
+    splits unevenly (11 + 10) to check that each rank's masks follow its slice of the images."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file as read
+
+    write_segmentation_folder(tmp_path / "folder", scenes_segmentation("val").subset(range(70)))
+    args = ["train", "--task", "segment", "fcn8s", "--backbone", "lenet5", "--data", "folder", "--epochs", "1",
+            "--batch-size", "21", "--threads", "1", "--quiet", "--runs-dir", "runs", "--optimizer", "sgd",
+            "--lr", "0.01"]  # SGD: Adam turns float noise in near-zero gradients into steps of the learning rate
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "convkit", *args, "--name", "two"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "cpu x2" in two.stdout and "63 images" in two.stdout
+    one = subprocess.run([sys.executable, "-m", "convkit", *args, "--name", "one"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = read(str(tmp_path / "runs" / "one" / "last.safetensors")), read(str(tmp_path / "runs" / "two" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    rows_one = (tmp_path / "runs" / "one" / "metrics.csv").read_text().splitlines()
+    rows_two = (tmp_path / "runs" / "two" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[:5] for r in rows_one] == [r.split(",")[:5] for r in rows_two]
