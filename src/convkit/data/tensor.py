@@ -11,7 +11,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from convkit.data.errors import LabelError
+from convkit.data.errors import DataFormatError, LabelError
+from convkit.utils import shorten
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, source: str | Sequence[str]) -> None:
@@ -63,6 +64,31 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     # SeedSequence mixes (seed, epoch) so neighbouring pairs give unrelated streams.
     state = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
     return torch.randperm(n, generator=torch.Generator().manual_seed(state))
+
+
+def random_split(dataset, fraction: float, seed: int = 0):
+    """(rest, held-out) of a dataset with ``len``, ``subset`` and ``source``: a seeded random `fraction` of its
+    samples held out (at least one, and at least one kept), each part in the original order (the detection and
+    segmentation sets' ``split``; image classification holds out per class, `ImageTensorDataset.split`).
+
+    Raises:
+        ValueError: `fraction` outside (0, 1).
+        DataFormatError: fewer than 2 samples.
+
+    Example:
+        >>> ds = ImageTensorDataset(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.zeros(10), ["a"], "toy")
+        >>> [len(part) for part in random_split(ds, 0.2)]
+        [8, 2]
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {shorten(fraction)}")
+    n = len(dataset)
+    if n < 2:
+        raise DataFormatError(f"{dataset.source}: {n} image(s), too few to hold a part out for validation; "
+                              "give validation data of its own")
+    k = min(max(round(n * fraction), 1), n - 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return dataset.subset(order[k:].sort().values), dataset.subset(order[:k].sort().values)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Task", "TaskAugmenter", "check_model_names", "get_task", "list_tasks", "register_task"]
+__all__ = ["Task", "TaskAugmenter", "check_model_names", "get_task", "given_or_loaded", "list_tasks", "register_task"]
 
 _TASKS: dict[str, type[Task]] = {}
 
@@ -106,6 +106,33 @@ def check_model_names(config, kinds, noun: str) -> None:
         kind = f"a {noun} ({', '.join(kinds)}) nor " if option == "--model" else ""
         raise ModelArgumentError(f"{option} {name}: not {kind}a backbone (a zoo name, model file, run folder or "
                                  "checkpoint; see convkit models)")
+
+
+def given_or_loaded(config, train_data, test_data, load: Callable, kind: type, task: str,
+                    log: Callable[[str], None] = print) -> tuple[Any, Any, str]:
+    """(training set, validation set, a description of the validation set) of a task with its own dataset type:
+    the sets given in Python where given, else what ``load(config, log)`` reads; each checked to be a `kind`,
+    then cut to ``config.limit`` and ``config.test_limit`` (the detection and segmentation tasks' `load_data`).
+
+    Raises:
+        DataFormatError: a set that is not a `kind` (naming the task, the set and its type).
+    """
+    from convkit.data.errors import DataFormatError
+
+    if train_data is None or test_data is None:
+        train, test, note = load(config, log)
+        train = train_data if train_data is not None else train
+        test = test_data if test_data is not None else test
+    else:
+        train, test, note = train_data, test_data, test_data.source
+    for name, ds in (("training", train), ("validation", test)):
+        if not isinstance(ds, kind):
+            raise DataFormatError(f"the {task} task takes {kind.__name__}s; the {name} set is a {type(ds).__name__}")
+    if config.limit:
+        train = train.subset(range(min(config.limit, len(train))))
+    if config.test_limit:
+        test = test.subset(range(min(config.test_limit, len(test))))
+    return train, test, note
 
 
 class TaskAugmenter:

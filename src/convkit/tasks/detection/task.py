@@ -35,7 +35,7 @@ from torch import nn
 from convkit.data.errors import DataFormatError
 from convkit.tasks.detection.data import DetectionDataset, load_detection
 from convkit.tasks.detection.detector import DEFAULT_BACKBONE, DETECTORS, build_detector
-from convkit.train.task import Task, TaskAugmenter, check_model_names, register_task
+from convkit.train.task import Task, TaskAugmenter, check_model_names, given_or_loaded, register_task
 
 __all__ = ["DetectionTask", "detections_of", "load_detection_data", "scenes_dataset"]
 
@@ -154,6 +154,8 @@ class DetectionTask(Task):
     """
 
     name = "detect"
+    task_noun = "detection"  # in messages
+    masks = False  # whether the data is read with its instance masks (the instance task's)
     unused_parameters = True  # a backbone's layers after the cut, a classifier's head the detector does not use
     monitor = "test_map"
     eval_fields = ("test_map", "test_map50", "test_map75")
@@ -172,20 +174,9 @@ class DetectionTask(Task):
 
     def load_data(self, config, train_data=None, test_data=None, log=print):
         _check_model(config)  # before the data is read: a typo costs no time
-        if train_data is None or test_data is None:
-            train, test, self.data_note = load_detection_data(config, log)
-            train = train_data if train_data is not None else train
-            test = test_data if test_data is not None else test
-        else:
-            train, test, self.data_note = train_data, test_data, test_data.source
-        for name, ds in (("training", train), ("validation", test)):
-            if not isinstance(ds, DetectionDataset):
-                raise DataFormatError(f"the detection task takes DetectionDatasets; the {name} set is a "
-                                      f"{type(ds).__name__}")
-        if config.limit:
-            train = train.subset(range(min(config.limit, len(train))))
-        if config.test_limit:
-            test = test.subset(range(min(config.test_limit, len(test))))
+        load = functools.partial(load_detection_data, masks=self.masks)
+        train, test, self.data_note = given_or_loaded(config, train_data, test_data, load, DetectionDataset,
+                                                      self.task_noun, log)
         train = _one_size(train, None, log)
         test = _one_size(test, tuple(train.image_shape[1:]), log)
         if test.channels != train.channels:

@@ -220,15 +220,9 @@ class SegmentationDataset:
             >>> len(rest), len(held_out)
             (8, 2)
         """
-        if not 0 < fraction < 1:
-            raise ValueError(f"fraction must be in (0, 1), got {shorten(fraction)}")
-        n = len(self)
-        if n < 2:
-            raise DataFormatError(f"{self.source}: {n} image(s), too few to hold a part out for validation; "
-                                  "give validation data of its own")
-        k = min(max(round(n * fraction), 1), n - 1)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        return self.subset(order[k:].sort().values), self.subset(order[:k].sort().values)
+        from convkit.data.tensor import random_split
+
+        return random_split(self, fraction, seed)
 
     def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, start: int = 0,
                 drop_last: bool = False) -> EpochBatches:

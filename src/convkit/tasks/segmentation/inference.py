@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from convkit.tasks.detection.inference import _fit  # a uint8 image at the model's channels and size
+
 __all__ = ["SegmentationEvaluation", "SegmentationPrediction", "evaluate_segmenter", "evaluation_data",
            "predict_segmentation"]
 
@@ -32,16 +34,6 @@ def _checkpoint(checkpoint, device):
     if ckpt.meta.get("task") != "segment":
         raise CheckpointError(f"{ckpt.path}: a {ckpt.meta.get('task', 'classification')} model, not a segmenter")
     return ckpt
-
-
-def _fit(image: torch.Tensor, channels: int, h: int, w: int) -> torch.Tensor:
-    """A uint8 (C, H, W) image with the model's channels and size (float 0..255)."""
-    x = image.float()
-    if x.shape[0] != channels:
-        x = x.mean(0, keepdim=True) if channels == 1 else x.expand(channels, -1, -1)
-    if tuple(x.shape[1:]) != (h, w):
-        x = F.interpolate(x[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
-    return x
 
 
 def segment_images(ckpt, images: list[torch.Tensor], batch_size: int = 16, device="cpu") -> list[torch.Tensor]:

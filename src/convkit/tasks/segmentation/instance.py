@@ -81,6 +81,8 @@ class InstanceSegmentationTask(DetectionTask):
     """Objects with boxes and masks: Mask R-CNN's loss terms, COCO mask AP and box AP, pictures of masks."""
 
     name = "instance"
+    task_noun = "instance segmentation"
+    masks = True  # the data is read with its instance masks
     monitor = "test_mask_map"
     eval_fields = ("test_mask_map", "test_mask_map50", "test_map", "test_map50")
     # a few minutes on 2 CPU cores (Mask R-CNN trains at 2-5 images/s there): 200 of the 2,000 scenes, 3 epochs,
@@ -96,21 +98,15 @@ class InstanceSegmentationTask(DetectionTask):
         if config.model in DETECTORS and config.model != "maskrcnn":
             raise ModelArgumentError(f"--model {config.model}: instance segmentation takes maskrcnn (the detector "
                                      "with a mask head); give a backbone as --backbone")
-        if train_data is None or test_data is None:
-            from convkit.tasks.detection.task import load_detection_data
-
-            try:
-                train, test, _ = load_detection_data(config, lambda _: None, masks=True)
-            except DataFormatError as err:
-                if "mask" not in str(err):
-                    raise
-                raise DataFormatError(f"{err}; {NEEDS_MASKS}") from None
-            train_data = train if train_data is None else train_data
-            test_data = test if test_data is None else test_data
-        for what, data in (("the training set", train_data), ("the validation set", test_data)):
-            if hasattr(data, "targets"):
-                check_masks(data, what)
-        return super().load_data(config, train_data, test_data, log)
+        try:  # the data is read with its instance masks (`masks`)
+            train, test = super().load_data(config, train_data, test_data, log)
+        except DataFormatError as err:
+            if "mask" not in str(err):
+                raise
+            raise DataFormatError(f"{err}; {NEEDS_MASKS}") from None
+        for what, data in (("the training set", train), ("the validation set", test)):
+            check_masks(data, what)
+        return train, test
 
     def describe(self) -> str:
         return f"{len(self.classes)} classes, instance masks; validation: {self.data_note}"

@@ -37,7 +37,7 @@ from torch import nn
 
 from convkit.data.errors import DataFormatError
 from convkit.tasks.detection.task import builtin  # the same names for the built-in scenes
-from convkit.train.task import Task, TaskAugmenter, check_model_names, register_task
+from convkit.train.task import Task, TaskAugmenter, check_model_names, given_or_loaded, register_task
 
 __all__ = ["SegmentationTask", "load_segmentation_data", "predict_masks", "segmentation_loss"]
 
@@ -172,20 +172,8 @@ class SegmentationTask(Task):
         from convkit.tasks.segmentation.data import SegmentationDataset
 
         _check_model(config)  # before the data is read: a typo costs no time
-        if train_data is None or test_data is None:
-            train, test, self.data_note = load_segmentation_data(config, log)
-            train = train_data if train_data is not None else train
-            test = test_data if test_data is not None else test
-        else:
-            train, test, self.data_note = train_data, test_data, test_data.source
-        for name, ds in (("training", train), ("validation", test)):
-            if not isinstance(ds, SegmentationDataset):
-                raise DataFormatError(f"the segmentation task takes SegmentationDatasets; the {name} set is a "
-                                      f"{type(ds).__name__}")
-        if config.limit:
-            train = train.subset(range(min(config.limit, len(train))))
-        if config.test_limit:
-            test = test.subset(range(min(config.test_limit, len(test))))
+        train, test, self.data_note = given_or_loaded(config, train_data, test_data, load_segmentation_data,
+                                                      SegmentationDataset, "segmentation", log)
         if tuple(test.image_shape[1:]) != tuple(train.image_shape[1:]):
             h, w = train.image_shape[1:]
             log(f"{test.source}: images resized to {h}x{w} like the training images (masks by nearest neighbour)")
