@@ -41,7 +41,7 @@ from convkit.data.folder import (
     parse_classes,
     read_class_list,
 )
-from convkit.data.tensor import EpochBatches, channel_stats
+from convkit.data.tensor import EpochBatches, ImageTensorDataset
 from convkit.utils import atomic_write, atomic_write_text, make_folder, shorten
 
 __all__ = ["IGNORE_INDEX", "SegmentationDataset", "load_segmentation", "read_mask", "scenes_segmentation",
@@ -141,22 +141,12 @@ class SegmentationDataset:
         """Where the tensors are."""
         return self.images.device
 
-    def _stats(self) -> None:
-        self._mean, self._std = channel_stats(self.images)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """Per-channel mean on the [0, 1] scale (computed once; give the training set's to a validation set)."""
-        if self._mean is None:
-            self._stats()
-        return self._mean
-
-    @property
-    def std(self) -> torch.Tensor:
-        """Per-channel standard deviation on the [0, 1] scale."""
-        if self._std is None:
-            self._stats()
-        return self._std
+    # the statistics work as an in-memory image dataset's (computed once from `images`; the training set's given
+    # to the validation set by `with_stats`)
+    _stats = ImageTensorDataset._stats
+    mean = ImageTensorDataset.mean
+    std = ImageTensorDataset.std
+    normalize = ImageTensorDataset.normalize
 
     def with_stats(self, mean, std) -> SegmentationDataset:
         """The same data (tensors shared) with these statistics, e.g. the training set's for the validation set.
@@ -174,12 +164,6 @@ class SegmentationDataset:
         ds._mean = self._mean if mean is None else torch.as_tensor(mean, dtype=torch.float32).cpu()
         ds._std = self._std if std is None else torch.as_tensor(std, dtype=torch.float32).cpu()
         return ds
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images, or floats on the 0..255 scale, to float32 ``(x / 255 - mean) / std``."""
-        mean = self.mean.to(images.device).view(1, -1, 1, 1)
-        std = self.std.to(images.device).view(1, -1, 1, 1)
-        return (images.float() / 255 - mean) / std
 
     def to(self, device: str | torch.device) -> SegmentationDataset:
         """The same dataset with its images and masks on `device` (statistics, names and files shared).
