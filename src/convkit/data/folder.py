@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import io
 import os
 import re
 import signal
@@ -119,11 +120,11 @@ def check_image_file(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def _check_pixels(img: Image.Image, path) -> None:
+def _check_pixels(img: Image.Image, path, limit: int | None = None) -> None:
     width, height = img.size
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > (limit or MAX_IMAGE_PIXELS):
         raise DataFormatError(f"{path}: {width}x{height} pixels ({width * height:,}), more than the "
-                              f"{MAX_IMAGE_PIXELS:,} an image may have (convkit.data.folder.MAX_IMAGE_PIXELS); "
+                              f"{limit or MAX_IMAGE_PIXELS:,} an image may have (convkit.data.folder.MAX_IMAGE_PIXELS); "
                               "not decoded")
 
 
@@ -199,11 +200,56 @@ def decode_image(path: str | os.PathLike, channels: int | None = 3,
         (torch.Size([3, 64, 64]), torch.uint8, tensor([128, 128, 128], dtype=torch.uint8))
     """
     with open_image(path) as img:
-        try:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-        except Exception as err:  # damaged or truncated pixel data
-            raise DataFormatError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
+        return _decoded(img, path, channels, image_size)
+
+
+def decode_image_bytes(data: bytes, channels: int | None = 3, image_size: tuple[int, int] | None = None,
+                       name: str = "image", max_pixels: int | None = None) -> torch.Tensor:
+    """`decode_image` for an image held in memory (an upload): the same modes, orientation and resizing.
+
+    The pixel count is checked on the header, before any pixel is decoded (a decompression bomb is refused).
+
+    Args:
+        data: the encoded image (PNG, JPEG, BMP, WebP, ...).
+        channels, image_size: as for `decode_image`.
+        name: what messages call the image (a file name, "upload").
+        max_pixels: the most pixels allowed (default `MAX_IMAGE_PIXELS`).
+
+    Returns:
+        uint8 tensor of shape (channels, H, W).
+
+    Raises:
+        DataFormatError: not an image PIL reads, damaged or truncated pixel data, or too many pixels; names
+            `name`.
+
+    Example:
+        >>> import io
+        >>> buffer = io.BytesIO(); Image.new("RGB", (4, 2), (255, 0, 0)).save(buffer, "PNG")
+        >>> decode_image_bytes(buffer.getvalue(), channels=1).shape
+        torch.Size([1, 2, 4])
+        >>> decode_image_bytes(b"GIF89a not really")
+        Traceback (most recent call last):
+            ...
+        convkit.data.errors.DataFormatError: image: cannot decode image (not an image format PIL reads)
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.UnidentifiedImageError:
+        raise DataFormatError(f"{name}: cannot decode image (not an image format PIL reads)") from None
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise DataFormatError(f"{name}: cannot decode image ({type(err).__name__}: {err})") from err
+    with img:
+        _check_pixels(img, name, max_pixels)
+        return _decoded(img, name, channels, image_size)
+
+
+def _decoded(img: Image.Image, path, channels: int | None, image_size: tuple[int, int] | None) -> torch.Tensor:
+    """An opened (header-checked) image -> uint8 (channels, H, W): decoded, upright, converted, resized."""
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except Exception as err:  # damaged or truncated pixel data
+        raise DataFormatError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
     channels = channels or image_channels(img.mode)
     if img.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
         img = _to_8bit(img)

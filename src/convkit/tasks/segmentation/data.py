@@ -348,11 +348,23 @@ def write_mask(path: str | os.PathLike, mask, palette: bool = True, num_classes:
         >>> read_mask("m.png")
         tensor([[0, 3]], dtype=torch.uint8)
     """
+    img = mask_image(mask, palette, num_classes, name=str(path))
+    return atomic_write(path, lambda tmp: img.save(tmp, "PNG"))
+
+
+def mask_image(mask, palette: bool = True, num_classes: int | None = None, name: str = "mask") -> Image.Image:
+    """The PIL image `write_mask` writes (a palette or grayscale image of the class ids); `name` is for messages.
+
+    Example:
+        >>> img = mask_image(torch.tensor([[0, 2]]))
+        >>> img.mode, list(img.getdata())
+        ('P', [0, 2])
+    """
     from convkit.tasks.segmentation.plots import _colour_table
 
     a = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if a.ndim != 2 or a.size == 0 or (a.size and (a.min() < 0 or a.max() > 255)):
-        raise DataFormatError(f"{path}: expected a non-empty (H, W) mask of ids 0..255, found shape {a.shape}")
+        raise DataFormatError(f"{name}: expected a non-empty (H, W) mask of ids 0..255, found shape {a.shape}")
     a = a.astype(np.uint8)
     img = Image.fromarray(a, "L")
     if palette:
@@ -360,7 +372,7 @@ def write_mask(path: str | os.PathLike, mask, palette: bool = True, num_classes:
         k = num_classes if num_classes is not None else (int(ids.max()) + 1 if ids.size else 1)
         img = Image.fromarray(a, "P")
         img.putpalette(_colour_table(min(k, 255)).flatten().tolist())
-    return atomic_write(path, lambda tmp: img.save(tmp, "PNG"))
+    return img
 
 
 def _write_image(path: Path, image: torch.Tensor) -> Path:
