@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from convkit import __version__
-from convkit.cli import explain_cmds, features_cmds, kernel_cmds, report_cmds, segment_cmds, train_cmds
+from convkit.cli import explain_cmds, export_cmds, features_cmds, kernel_cmds, report_cmds, segment_cmds, train_cmds
 from convkit.cli.common import (  # noqa: F401  (CLIError, build_model: also imported from here by older code)
     FORMATTER,
     USER_ERRORS,
@@ -41,6 +41,7 @@ EXAMPLES = {
   convkit animate --input 5 --kernel 3 --stride 2 --padding 1
   convkit report runs/NAME             one HTML page: metrics, plots, layers, filters, Grad-CAMs
   convkit features runs/NAME --data D -o f.safetensors   a trained CNN's features of D, and their map
+  convkit export runs/NAME --format onnx     the model as ONNX, with its classes and normalisation
   convkit --debug summary my.yaml      on an error, the traceback instead of one line""",
     "models": """examples:
   convkit models
@@ -103,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                    "(a zoo name, model file or run; default fastcnn)")
     p.set_defaults(run=cmd_summary)
 
-    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds, segment_cmds):
+    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds, segment_cmds, export_cmds):
         module.register(verbs, fmt)
     return parser
 

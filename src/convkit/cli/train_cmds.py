@@ -63,7 +63,8 @@ EXAMPLES = {
   convkit predict runs/fastcnn-20250101-120000 shoe.png
   convkit predict runs/fastcnn-20250101-120000 photos/ --top 3 --json
   convkit predict runs/yolo-20250101-120000 scenes/val --out drawn/ --format coco > detections.json
-  convkit predict runs/unet-20250101-120000 scenes/val --out masks/ --json     mask PNGs, overlays, areas""",
+  convkit predict runs/unet-20250101-120000 scenes/val --out masks/ --json     mask PNGs, overlays, areas
+  convkit predict runs/fastcnn-20250101-120000/model.onnx shoe.png    an exported model, through onnxruntime""",
     "lr-find": """examples:
   convkit lr-find                                  fastcnn on the shipped subset
   convkit lr-find resnet20 --data cifar10 --batch-size 128 --out lr.png""",
@@ -346,6 +347,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     args.device = check_device(args.device, "--device")  # "auto" becomes the device it picks
     from convkit.tasks.detection.inference import DETECTOR_TASKS
 
+    if str(args.checkpoint).lower().endswith(".onnx"):  # an exported model, run by onnxruntime, answers alike
+        from convkit.export import load_onnx
+
+        args.checkpoint = load_onnx(args.checkpoint)
+        if args.device != "cpu":
+            warn(f"{args.checkpoint.path}: an ONNX file runs on the CPU (onnxruntime); --device {args.device} ignored")
     task = _task_of(args.checkpoint)
     if task in DETECTOR_TASKS:
         return _predict_detector(args)
@@ -373,8 +380,11 @@ _TASK_NOUNS = {"classification": "classifier", "segment": "segmenter"}
 
 def _task_of(checkpoint) -> str:
     """The task a run or checkpoint was trained for ("classification" when unreadable: predict then says why)."""
+    from convkit.models.reference import Checkpoint
     from convkit.models.weights import find_checkpoint, read_meta
 
+    if isinstance(checkpoint, Checkpoint):
+        return str(checkpoint.meta.get("task") or "classification")
     try:
         return str(read_meta(find_checkpoint(Path(checkpoint), "best")).get("task") or "classification")
     except Exception:  # not there or not readable: predict itself says what is wrong
@@ -432,8 +442,10 @@ def _predict_detector(args) -> int:
 
 
 def _run_folder(checkpoint) -> Path:
-    """The folder of a run (or of a checkpoint file)."""
-    path = Path(checkpoint)
+    """The folder of a run (or of a checkpoint or exported file)."""
+    from convkit.models.reference import Checkpoint
+
+    path = Path(checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint)
     return path if path.is_dir() else path.parent
 
 
@@ -507,7 +519,8 @@ def register(verbs, formatter_class=FORMATTER) -> None:
                          "draws its boxes; a segmenter writes a mask PNG and an overlay per image, and --json "
                          "gives each class's pixel area.",
                          epilog=EXAMPLES["predict"], formatter_class=fmt)
-    p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
+    p.add_argument("checkpoint", help="a run folder, a .safetensors checkpoint, or a .onnx file written by "
+                   "`convkit export` (run by onnxruntime)")
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--top", type=positive_int, default=5,
                    help="classes per image (default: 5; more than the model has: all of them)")

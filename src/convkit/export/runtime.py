@@ -50,8 +50,9 @@ class Inference:
     @property
     def name(self) -> str:
         """The model's name: a segmenter's or detector's kind ("fcn8s", "yolo"), else its zoo or file name."""
-        spec = self.checkpoint.meta.get("model") or {}
-        return str(spec.get("segmenter") or spec.get("detector") or self.checkpoint.cfg.name)
+        from convkit.export.graphs import model_name
+
+        return model_name(self.checkpoint.cfg)
 
     @property
     def classes(self) -> list[str]:

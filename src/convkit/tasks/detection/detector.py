@@ -42,7 +42,8 @@ from torch import nn
 from convkit.models._registry import ModelArgumentError
 from convkit.utils import shorten
 
-__all__ = ["DEFAULT_BACKBONE", "DEFAULT_DETECTOR", "DETECTORS", "MASK_THRESHOLD", "Detector", "build_detector", "detector_from_spec"]
+__all__ = ["DEFAULT_BACKBONE", "DEFAULT_DETECTOR", "DETECTORS", "MASK_THRESHOLD", "Detector", "build_detector", "detector_from_spec",
+           "finish_detections"]
 
 # The detectors `convkit train --task detect --model NAME` builds, with what each is (for --help and messages).
 DETECTORS = {
@@ -132,16 +133,7 @@ class Detector(nn.Module):
             from convkit.tasks.detection.models import from_torchvision_detections
 
             out = from_torchvision_detections(self.net(list(images)))
-        result = []
-        for d in out:
-            keep = d["scores"] > threshold if self.kind != "localizer" else torch.ones_like(d["scores"], dtype=torch.bool)
-            entry = {"boxes": d["boxes"][keep].float().cpu(), "labels": d["labels"][keep].long().cpu(),
-                     "scores": d["scores"][keep].float().cpu()}
-            if self.kind == "maskrcnn":  # (K, 1, H, W) probabilities -> (K, H, W) binary
-                masks = d["masks"][keep].float()
-                entry["masks"] = (masks.reshape(len(masks), *size) > MASK_THRESHOLD).to(torch.uint8).cpu()
-            result.append(entry)
-        return result
+        return finish_detections(out, self.kind, size, threshold)
 
     def stage_layout(self):
         """The inner detector's stages, for freezing and per-stage learning rates (`convkit.reuse.model_stages`)."""
@@ -151,6 +143,29 @@ class Detector(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, num_classes={self.num_classes}, image_size={self.image_size}"
+
+
+def finish_detections(out: Sequence[Mapping[str, torch.Tensor]], kind: str, size: tuple[int, int],
+                      threshold: float) -> list[dict[str, torch.Tensor]]:
+    """A detector's decoded outputs -> `Detector.detect`'s answer: scores above `threshold` (the localiser keeps
+    its one box), on the CPU; Mask R-CNN's (K, 1, H, W) mask probabilities cut at `MASK_THRESHOLD` to uint8 (K, H, W).
+    Shared with the exported detectors (`convkit.export`), so that both answer alike.
+
+    >>> d = finish_detections([{"boxes": torch.ones(2, 4), "labels": torch.tensor([0, 1]),
+    ...                         "scores": torch.tensor([0.9, 0.1])}], "yolo", (8, 8), 0.5)[0]
+    >>> d["labels"].tolist(), d["scores"].tolist()
+    ([0], [0.8999999761581421])
+    """
+    result = []
+    for d in out:
+        keep = d["scores"] > threshold if kind != "localizer" else torch.ones_like(d["scores"], dtype=torch.bool)
+        entry = {"boxes": d["boxes"][keep].float().cpu(), "labels": d["labels"][keep].long().cpu(),
+                 "scores": d["scores"][keep].float().cpu()}
+        if kind == "maskrcnn":  # (K, 1, H, W) probabilities -> (K, H, W) binary
+            masks = d["masks"][keep].float()
+            entry["masks"] = (masks.reshape(len(masks), *size) > MASK_THRESHOLD).to(torch.uint8).cpu()
+        result.append(entry)
+    return result
 
 
 def _check_kind(kind: str) -> str:
