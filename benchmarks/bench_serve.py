@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -203,8 +204,9 @@ def main() -> None:
         model = "fastcnn" if args.quick else "resnet20"
         if run is None:
             log(f"training {model} (one epoch, 64 images)")
-            run = convkit.train(model=model, epochs=1, limit=64, test_limit=32, batch_size=32, quiet=True, seed=0,
-                                runs_dir=folder, name=model).run_dir
+            with contextlib.redirect_stdout(sys.stderr):  # stdout stays one JSON document
+                run = convkit.train(model=model, epochs=1, limit=64, test_limit=32, batch_size=32, quiet=True,
+                                    seed=0, runs_dir=folder, name=model).run_dir
         image = convkit.data.load_default("test").images[0, 0].numpy()
         buffer = io.BytesIO()
         Image.fromarray(np.asarray(image)).save(buffer, "PNG")
