@@ -1,7 +1,7 @@
 """The ``convkit`` command: one subcommand per stage, each with an example in its ``--help``.
 
 This module imports the verb modules (``train_cmds``, ``explain_cmds``, ``kernel_cmds``, ``report_cmds``,
-``features_cmds``, ``segment_cmds``); they import only ``cli.common``. `main` is the one place that turns a user error into
+``features_cmds``, ``segment_cmds``, ``serve_cmds``); they import only ``cli.common``. `main` is the one place that turns a user error into
 ``convkit: error: ...``.
 """
 
@@ -13,7 +13,16 @@ import sys
 from collections.abc import Sequence
 
 from convkit import __version__
-from convkit.cli import explain_cmds, export_cmds, features_cmds, kernel_cmds, report_cmds, segment_cmds, train_cmds
+from convkit.cli import (
+    explain_cmds,
+    export_cmds,
+    features_cmds,
+    kernel_cmds,
+    report_cmds,
+    segment_cmds,
+    serve_cmds,
+    train_cmds,
+)
 from convkit.cli.common import (  # noqa: F401  (CLIError, build_model: also imported from here by older code)
     FORMATTER,
     USER_ERRORS,
@@ -104,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(a zoo name, model file or run; default fastcnn)")
     p.set_defaults(run=cmd_summary)
 
-    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds, segment_cmds, export_cmds):
+    for module in (train_cmds, explain_cmds, kernel_cmds, report_cmds, features_cmds, segment_cmds, export_cmds,
+                   serve_cmds):
         module.register(verbs, fmt)
     return parser
 

@@ -6,7 +6,14 @@
 * `load_inference(source)`: a run folder, checkpoint or .onnx file ready to answer (what `convkit serve` uses).
 """
 
-from convkit.export.formats import EXPORTERS, FORMATS, ExportError, ExportResult, export_metadata, export_model
+from convkit.export.formats import (
+           EXPORTERS,
+           FORMATS,
+           ExportError,
+           ExportResult,
+           export_metadata,
+           export_model,
+)
 from convkit.export.onnx import load_onnx
 from convkit.export.runtime import Inference, load_inference
 
