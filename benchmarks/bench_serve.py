@@ -6,15 +6,16 @@ One run on this machine's CPU, loopback only, bounded in requests AND time:
    built-in Fashion-MNIST images (``convkit.train(model="resnet20")``; accuracy is irrelevant here). Chosen because
    its forward pass is a real cost on a CPU (about 1-3 ms per image) while the HTTP work per request is small,
    which is the case batching is for; fastcnn at 28x28 costs less than the HTTP round trip;
-2. (a) ``python -m convkit serve RUN --port 0`` (defaults: --max-batch 32 --max-wait-ms 5) and (b) a naive
+2. (a) ``python -m convkit serve RUN --port 0`` (defaults: --max-batch 32 --max-wait-ms 5), (a') the same on the
+   model exported by ``convkit.export.export_model`` (``convkit serve model.onnx``: onnxruntime) and (b) a naive
    endpoint written here: FastAPI + uvicorn, ``POST /predict`` with the raw image, the same
    `Inference.decode` and ONE `Inference.run` per request in Starlette's thread pool (what a FastAPI tutorial
    gives). Both are separate processes; torch's thread count is each process's default;
 3. clients: asyncio + httpx, 1, 8 and 32 concurrent clients each posting the same 28x28 PNG
    (``--requests`` per level, at most ``--seconds`` per level) after a warm-up; requests/s, p50 and p99 latency;
    the ratio of requests/s at 32 clients;
-4. forward speed of the same model: eager PyTorch against onnxruntime (``torch.onnx.export(dynamo=False)``,
-   opset 17, dynamic batch) at batch 1 and 32: median ms of ``--forward-reps`` calls after warm-up, and the largest
+4. forward speed of the same model: eager PyTorch against onnxruntime (the file `convkit.export.export_model`
+   wrote, dynamic batch) at batch 1 and 32: median ms of ``--forward-reps`` calls after warm-up, and the largest
    difference of their logits.
 
 Usage:
@@ -110,8 +111,8 @@ async def load(url: str, body: bytes, clients: int, requests: int, seconds: floa
     deadline = time.perf_counter() + seconds
 
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients + 4)) as c:
-        for _ in range(min(clients, 8)):  # warm-up
-            await c.post("/predict", content=body)
+        for _ in range(2):  # warm-up: every client's connection open before the clock starts
+            await asyncio.gather(*(c.post("/predict", content=body) for _ in range(clients)))
 
         async def worker():
             nonlocal issued, errors
@@ -132,22 +133,19 @@ async def load(url: str, body: bytes, clients: int, requests: int, seconds: floa
             "p99_ms": round(q[98] * 1000, 2)}
 
 
-def forward_speed(run: str, reps: int) -> dict:
+def forward_speed(run: str, onnx_file: str, reps: int) -> dict:
     import numpy as np
-    import onnxruntime as ort
     import torch
 
+    from convkit.export import load_onnx
     from convkit.export.runtime import load_inference
 
     inference = load_inference(run)
     model = inference.model
     c, h, w = inference.input_shape
     out = {"torch_threads": torch.get_num_threads()}
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.onnx"
-        torch.onnx.export(model, torch.randn(1, c, h, w), str(path), dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = load_onnx(onnx_file).model.session  # `convkit export`'s file: the same graph `convkit serve` runs
+    if True:
         for n in (1, 32):
             x = torch.randn(n, c, h, w)
 
@@ -164,8 +162,8 @@ def forward_speed(run: str, reps: int) -> dict:
             with torch.no_grad():
                 eager = timed(lambda x=x: model(x))
                 ref = model(x).numpy()
-            onnx = timed(lambda x=x: session.run(None, {"x": x.numpy()}))
-            diff = float(np.abs(session.run(None, {"x": x.numpy()})[0] - ref).max())
+            onnx = timed(lambda x=x: session.run(None, {"input": x.numpy()}))
+            diff = float(np.abs(session.run(None, {"input": x.numpy()})[0] - ref).max())
             out[f"batch{n}"] = {"eager_ms": round(eager, 3), "onnxruntime_ms": round(onnx, 3),
                                 "onnxruntime_speedup": round(eager / onnx, 2), "max_logit_diff": diff}
     return out
@@ -173,13 +171,15 @@ def forward_speed(run: str, reps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=400, help="requests per server and client level")
+    parser.add_argument("--requests", type=int, default=800, help="requests per server and client level")
     parser.add_argument("--seconds", type=float, default=30, help="most seconds per server and client level")
     parser.add_argument("--forward-reps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads of every process, through "
                         "OMP_NUM_THREADS (default: 1: on a shared machine, 2 intra-op threads stall on each barrier "
                         "whenever another process holds a core)")
     parser.add_argument("--run", help="a trained run folder (default: train one)")
+    parser.add_argument("--model", default="resnet20", help="the zoo model trained when no --run is given "
+                        "(default: resnet20)")
     parser.add_argument("--quick", action="store_true", help="smoke test: fastcnn, 1 and 8 clients, few requests")
     parser.add_argument("--out", help="also write the JSON here (default: benchmarks/results/serve_epyc.json, "
                         "none with --quick)")
@@ -194,6 +194,7 @@ def main() -> None:
     from PIL import Image
 
     import convkit
+    import convkit.export
 
     levels = (1, 8) if args.quick else (1, 8, 32)
     requests = min(args.requests, 16) if args.quick else args.requests
@@ -201,7 +202,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         run = args.run
-        model = "fastcnn" if args.quick else "resnet20"
+        model = "fastcnn" if args.quick else args.model
         if run is None:
             log(f"training {model} (one epoch, 64 images)")
             with contextlib.redirect_stdout(sys.stderr):  # stdout stays one JSON document
@@ -214,8 +215,11 @@ def main() -> None:
         result = {"model": model, "run": Path(run).name, "machine": platform.processor() or platform.machine(),
                   "cpus": os.cpu_count(), "load_before": [round(v, 2) for v in load_before],
                   "threads": args.threads, "requests_per_level": requests, "seconds_per_level": seconds, "servers": {}}
-        for name, cmd in (("convkit", [sys.executable, "-m", "convkit", "serve", str(run), "--port", "0"]),
-                          ("naive", [sys.executable, __file__, "--naive", str(run)])):
+        onnx_file = str(convkit.export.export_model(run, "onnx", Path(folder) / "model.onnx").path)
+        servers = [("convkit", [sys.executable, "-m", "convkit", "serve", str(run), "--port", "0"]),
+                   ("convkit_onnx", [sys.executable, "-m", "convkit", "serve", onnx_file, "--port", "0"]),
+                   ("naive", [sys.executable, __file__, "--naive", str(run)])]
+        for name, cmd in servers[::2] if args.quick else servers:
             proc, url = start(cmd)
             try:
                 rows = []
@@ -223,10 +227,10 @@ def main() -> None:
                     row = asyncio.run(load(url, body, clients, requests, seconds))
                     log(name, row)
                     rows.append(row)
-                if name == "convkit":
+                if name.startswith("convkit"):
                     import httpx
 
-                    result["convkit_stats"] = httpx.get(url + "/stats").json()
+                    result[f"{name}_stats"] = httpx.get(url + "/stats").json()
                 result["servers"][name] = rows
             finally:
                 proc.terminate()
@@ -236,8 +240,12 @@ def main() -> None:
         b = next(r for r in result["servers"]["naive"] if r["clients"] == top)
         result[f"ratio_at_{top}_clients"] = round(a["requests_per_s"] / b["requests_per_s"], 2)
         result[f"convkit_p99_over_p50_at_{top}"] = round(a["p99_ms"] / a["p50_ms"], 2)
+        if "convkit_onnx" in result["servers"]:
+            o = next(r for r in result["servers"]["convkit_onnx"] if r["clients"] == top)
+            result[f"onnx_ratio_at_{top}_clients"] = round(o["requests_per_s"] / b["requests_per_s"], 2)
+            result[f"convkit_onnx_p99_over_p50_at_{top}"] = round(o["p99_ms"] / o["p50_ms"], 2)
         log("forward speed: eager vs onnxruntime")
-        result["forward"] = forward_speed(run, 5 if args.quick else args.forward_reps)
+        result["forward"] = forward_speed(run, onnx_file, 5 if args.quick else args.forward_reps)
     result["load_after"] = [round(v, 2) for v in os.getloadavg()]
     text = json.dumps(result, indent=2)
     print(text)

@@ -4,6 +4,7 @@ PyTorch on the same inputs; TorchScript and ExportedProgram read back; the metad
 
 import io
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +36,14 @@ def _small_input(name: str) -> tuple[int, int, int]:
     return (c, h, w) if h <= 32 else (c, 96, 96) if name in ("alexnet_lrn", "nin", "zfnet") else (c, 64, 64)
 
 
-@pytest.mark.parametrize("name", list_models())
+# The suite takes the zoo's small models (and VGG-11-BN for the VGG family): a VGG's 100 M-parameter head costs
+# 12 s per export and load here. CONVKIT_FULL_ZOO=1 takes all 32 (README: all pass, measured by this test).
+HEAVY = {n for n in list_models() if n.startswith("vgg") and n != "vgg11_bn"} | {"resnet101", "resnet152",
+                                                                                  "wide_resnet50_2"}
+ZOO = [n for n in list_models() if n not in HEAVY or os.environ.get("CONVKIT_FULL_ZOO") == "1"]
+
+
+@pytest.mark.parametrize("name", ZOO)
 def test_every_zoo_classifier_through_onnxruntime_equals_pytorch(name, tmp_path):
     """Logits within 1e-4 of the logits' scale (random deep ResNets reach 1e4: float32 keeps ~7 digits), on a
     batch of 3 while the export saw 2 (the batch axis is dynamic)."""

@@ -31,6 +31,8 @@ def _session(path: Path, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    # idle threads sleep instead of spinning: a server's HTTP work and decoding share the cores with the model
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...)

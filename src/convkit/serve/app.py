@@ -48,8 +48,9 @@ class ServeState:
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="convkit-model")
         self.decode_threads = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)),
                                                  thread_name_prefix="convkit-decode")
-        self.batcher = Batcher(inference.run, self.model_thread, limits.max_batch, limits.max_wait_ms, limits.queue)
         self.active = 0  # requests being handled (reading, decoding, waiting): bounded by the queue too
+        self.batcher = Batcher(inference.run, self.model_thread, limits.max_batch, limits.max_wait_ms, limits.queue,
+                               in_flight=lambda: self.active)
 
     # -- the steps of a request --------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Dynamic batching: the images of concurrent requests answered by one forward pass.
 
 `Batcher.submit` puts (image, params, future) on a queue; one loop takes the first waiting image, then gathers more
-for at most ``max_wait_ms`` or until ``max_batch``, groups them by their parameters (`Inference.run` takes one
+for at most ``max_wait_ms`` or until ``max_batch`` (and no longer than other requests are on their way: read or
+decoded while it waits), groups them by their parameters (`Inference.run` takes one
 ``top``/``score_threshold`` per call) and runs ONE `Inference.run` per group in the model's single worker thread
 (the event loop never runs the model; torch's own thread count is left as it is). Each future gets its image's
 answer. A request whose future was cancelled (its caller timed out: 504) is dropped before the forward pass, and a
@@ -56,10 +57,14 @@ class Batcher:
         run: called as ``run(list_of_images, **dict(params))`` -> one answer per image (`Inference.run`).
         executor: where `run` runs (a ThreadPoolExecutor of one thread: the model is used by one thread only).
         max_batch, max_wait_ms, queue: see `convkit.serve.limits.Limits`.
+        in_flight: the number of requests the server is handling (reading, decoding, waiting); when no more are
+            than those gathered, the batch goes at once instead of waiting out ``max_wait_ms`` (a lone client
+            pays no wait).
     """
 
-    def __init__(self, run: Callable, executor: Executor, max_batch: int, max_wait_ms: float, queue: int):
-        self.run, self.executor = run, executor
+    def __init__(self, run: Callable, executor: Executor, max_batch: int, max_wait_ms: float, queue: int,
+                 in_flight: Callable[[], int] | None = None):
+        self.run, self.executor, self.in_flight = run, executor, in_flight
         self.max_batch, self.max_wait, self.capacity = max_batch, max_wait_ms / 1000, queue
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self.waiting = 0  # submitted and not yet taken into a forward pass (queued or being gathered)
@@ -106,8 +111,8 @@ class Batcher:
             except asyncio.QueueEmpty:
                 pass
             remaining = end - loop.time()
-            if remaining <= 0:
-                break
+            if remaining <= 0 or (self.in_flight is not None and self.in_flight() <= len(batch)):
+                break  # out of time, or no other request is being read or decoded: none could join
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), remaining))
             except TimeoutError:
