@@ -171,6 +171,30 @@ def test_predict_multipart_and_raw_body_equal_convkit_predict(clf, clf_run, imag
 
 
 @pytest.mark.slow
+def test_an_exported_onnx_model_is_served_alike(clf_run, images, tmp_path):
+    """`convkit serve model.onnx`: onnxruntime behind the same routes; answers equal `convkit predict` on the run
+    within 1e-4; no Grad-CAM (an ONNX graph has no gradients)."""
+    from convkit.export import export_model
+    from convkit.tasks.classification.predict import predict
+
+    onnx_file = export_model(clf_run, "onnx", tmp_path / "clf.onnx").path
+    truth = predict(clf_run, images[:4], top=3)
+    server = ThreadServer(onnx_file)
+    try:
+        with server.client() as client:
+            meta = client.get("/model").json()
+            assert (meta["backend"], meta["gradcam"], meta["task"]) == ("onnxruntime", False, "classification")
+            for path, expected in zip(images[:4], truth):
+                answer = client.post("/predict?top=3&gradcam=true", content=path.read_bytes()).json()
+                assert [p["class"] for p in answer["predictions"]] == [c for c, _ in expected.top]
+                assert [p["probability"] for p in answer["predictions"]] == pytest.approx(
+                    [p for _, p in expected.top], abs=1e-4)
+                assert "gradcam_png" not in answer
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
 def test_health_model_stats_openapi_and_the_page(clf):
     with clf.client() as client:
         assert client.get("/health").json() == {"status": "ok"}
