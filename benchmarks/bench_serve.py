@@ -11,7 +11,7 @@ One run on this machine's CPU, loopback only, bounded in requests AND time:
    endpoint written here: FastAPI + uvicorn, ``POST /predict`` with the raw image, the same
    `Inference.decode` and ONE `Inference.run` per request in Starlette's thread pool (what a FastAPI tutorial
    gives). Both are separate processes; torch's thread count is each process's default;
-3. clients: asyncio + httpx, 1, 8 and 32 concurrent clients each posting the same 28x28 PNG
+3. clients: asyncio streams (a bare HTTP/1.1 client, one kept-alive connection each), 1, 8 and 32 concurrent clients each posting the same 28x28 PNG
    (``--requests`` per level, at most ``--seconds`` per level) after a warm-up; requests/s, p50 and p99 latency;
    the ratio of requests/s at 32 clients;
 4. forward speed of the same model: eager PyTorch against onnxruntime (the file `convkit.export.export_model`
@@ -102,30 +102,46 @@ def start(cmd: list[str]) -> tuple[subprocess.Popen, str]:
     return proc, lines[0].strip().rsplit(" on ", 1)[1]
 
 
-async def load(url: str, body: bytes, clients: int, requests: int, seconds: float) -> dict:
-    import httpx
+async def _post(reader, writer, host: str, body: bytes) -> int:
+    """One POST /predict on a kept-alive connection; the status. A bare HTTP/1.1 client: httpx's pool costs more
+    CPU than the servers measured once 32 clients share one process on 2 cores."""
+    writer.write(f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    await reader.readexactly(length)
+    return status
 
+
+async def load(url: str, body: bytes, clients: int, requests: int, seconds: float) -> dict:
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
     latencies: list[float] = []
     errors = 0
     issued = 0
-    deadline = time.perf_counter() + seconds
+    connections = [await asyncio.open_connection(host, int(port)) for _ in range(clients)]
+    try:
+        for _ in range(2):  # warm-up: every client's connection used before the clock starts
+            await asyncio.gather(*(_post(r, w, host, body) for r, w in connections))
+        deadline = time.perf_counter() + seconds
 
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients + 4)) as c:
-        for _ in range(2):  # warm-up: every client's connection open before the clock starts
-            await asyncio.gather(*(c.post("/predict", content=body) for _ in range(clients)))
-
-        async def worker():
+        async def worker(reader, writer):
             nonlocal issued, errors
             while issued < requests and time.perf_counter() < deadline:
                 issued += 1
                 t = time.perf_counter()
-                r = await c.post("/predict", content=body)
+                status = await _post(reader, writer, host, body)
                 latencies.append(time.perf_counter() - t)
-                errors += r.status_code != 200
+                errors += status != 200
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        await asyncio.gather(*(worker(r, w) for r, w in connections))
         wall = time.perf_counter() - t0
+    finally:
+        for _, writer in connections:
+            writer.close()
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
     return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(wall, 3),
@@ -174,9 +190,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=800, help="requests per server and client level")
     parser.add_argument("--seconds", type=float, default=30, help="most seconds per server and client level")
     parser.add_argument("--forward-reps", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads of every process, through "
-                        "OMP_NUM_THREADS (default: 1: on a shared machine, 2 intra-op threads stall on each barrier "
-                        "whenever another process holds a core)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch/OpenMP threads of every "
+                        "process, through OMP_NUM_THREADS (default: the cores, torch's own default; on a shared "
+                        "machine 1 is steadier: 2 intra-op threads stall whenever another process holds a core)")
     parser.add_argument("--run", help="a trained run folder (default: train one)")
     parser.add_argument("--model", default="resnet20", help="the zoo model trained when no --run is given "
                         "(default: resnet20)")
