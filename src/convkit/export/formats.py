@@ -222,7 +222,9 @@ def _torchscript(graph: ExportGraph, model, meta: dict, out: Path) -> str:
                               f"{str(err).splitlines()[0][:300] if str(err) else ''}); try --format onnx") from err
     extra = {"convkit.json": json.dumps(export_metadata(model, meta, graph, "torchscript", "trace"))}
     buffer = io.BytesIO()
-    torch.jit.save(traced, buffer, _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save: TorchScript is deprecated (still read widely)
+        torch.jit.save(traced, buffer, _extra_files=extra)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     return "trace"
 
