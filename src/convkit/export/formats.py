@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -142,6 +143,12 @@ def export_model(source, format: str = "onnx", out: str | os.PathLike | None = N
                         export_metadata(model, meta, graph, format, used))
 
 
+def _why(err: BaseException) -> str:
+    """An exporter's error as a short phrase: its type and first line, without terminal colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+
+
 def _axes(graph: ExportGraph) -> dict:
     axes = {}
     if graph.batch == "dynamic":
@@ -159,16 +166,16 @@ def _onnx(graph: ExportGraph, model, meta: dict, out: Path, exporter: str, task:
         data = _onnx_bytes(graph, exporter, opset)
     except Exception as err:  # the exporters raise many kinds; one message names the model and the way out
         if not fallback:
-            raise ExportError(f"{model.model_cfg.name}: the {exporter} ONNX exporter failed ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:300] if str(err) else ''}); try --exporter "
+            raise ExportError(f"{model_name(model.model_cfg)}: the {exporter} ONNX exporter failed ({_why(err)}"
+                              f"); try --exporter "
                               f"{'dynamo' if exporter == 'legacy' else 'legacy'} or --format torchscript") from err
         exporter = "dynamo"
         try:
             data = _onnx_bytes(graph, exporter, opset)
         except Exception as again:
-            raise ExportError(f"{model.model_cfg.name}: neither ONNX exporter takes this model (legacy: "
-                              f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}; dynamo: "
-                              f"{type(again).__name__}: {str(again).splitlines()[0][:200] if str(again) else ''}); "
+            raise ExportError(f"{model_name(model.model_cfg)}: neither ONNX exporter takes this model (legacy: "
+                              f"{_why(err)}; dynamo: "
+                              f"{_why(again)}); "
                               "try --format torchscript") from again
     import onnx
 
@@ -218,8 +225,8 @@ def _torchscript(graph: ExportGraph, model, meta: dict, out: Path) -> str:
         try:
             traced = torch.jit.trace(graph.module, graph.example, check_trace=False, strict=False)
         except Exception as err:
-            raise ExportError(f"{model.model_cfg.name}: torch.jit.trace failed ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:300] if str(err) else ''}); try --format onnx") from err
+            raise ExportError(f"{model_name(model.model_cfg)}: torch.jit.trace failed ({_why(err)}"
+                              f"); try --format onnx") from err
     extra = {"convkit.json": json.dumps(export_metadata(model, meta, graph, "torchscript", "trace"))}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -239,8 +246,8 @@ def _exported_program(graph: ExportGraph, model, meta: dict, out: Path, task: st
             warnings.simplefilter("ignore")
             program = torch.export.export(graph.module, (graph.example,), dynamic_shapes=shapes)
     except Exception as err:
-        raise ExportError(f"{model.model_cfg.name}: torch.export cannot capture this {task} model "
-                          f"({type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}); "
+        raise ExportError(f"{model_name(model.model_cfg)}: torch.export cannot capture this {task} model "
+                          f"({_why(err)}); "
                           "try --format onnx") from err
     extra = {"convkit.json": json.dumps(export_metadata(model, meta, graph, "exported-program", "torch.export"))}
     buffer = io.BytesIO()
