@@ -104,16 +104,11 @@ class Inference:
         return self._segment(images)
 
     def _classify(self, images, top):
+        from convkit.tasks.classification.predict import top_classes
         from convkit.tasks.detection.inference import _fit
 
-        cfg = self.model.model_cfg
         c, h, w = self.input_shape
-        x = cfg.normalize(torch.stack([_fit(im, c, h, w) for im in images]))
-        logits = self.model(x).float()
-        if cfg.tta:  # trained with flips: averaged with the mirror image, as `convkit predict` does
-            logits = (logits + self.model(x.flip(-1)).float()) / 2
-        probs = logits.softmax(1)
-        values, indices = probs.topk(min(top, probs.shape[1]), dim=1)
+        values, indices = top_classes(self.model, torch.stack([_fit(im, c, h, w) for im in images]), top)
         classes = self.classes
         return [{"predictions": [{"class": classes[j], "index": j, "probability": round(p, 6)}
                                  for p, j in zip(v.tolist(), i.tolist())]} for v, i in zip(values, indices)]

@@ -99,16 +99,31 @@ def predict(checkpoint: Checkpoint | str | os.PathLike | torch.nn.Module, inputs
             good.append((r, decode_image(r.path, channels=c, image_size=(h, w))))
         except (DataFormatError, OSError) as err:
             r.error = str(err) if r.path in str(err) else f"{r.path}: {err}"
-    k = min(top, len(classes))
     for start in range(0, len(good), batch_size):
         chunk = good[start:start + batch_size]
-        images = torch.stack([image for _, image in chunk]).to(device)
-        x = cfg.normalize(images)
-        logits = model(x).float()
-        if cfg.tta:  # trained with flips: averaged with the mirror image, as evaluated in training
-            logits = (logits + model(x.flip(-1)).float()) / 2
-        probs = logits.softmax(1).cpu()
-        values, indices = probs.topk(k, dim=1)
+        values, indices = top_classes(model, torch.stack([image for _, image in chunk]).to(device), top)
         for (r, _), v, i in zip(chunk, values, indices):
             r.top = [(classes[j], float(p)) for p, j in zip(v.tolist(), i.tolist())]
     return results
+
+
+@torch.no_grad()
+def top_classes(model: torch.nn.Module, images: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, class indices), each (N, k) best first, of uint8 images (N, C, H, W) (or floats on 0..255)
+    at a trained classifier's input size: normalised by its `ModelCfg`, and averaged with the mirror images when it
+    was trained with flips (as training evaluated it). What `predict` and `convkit serve` answer.
+
+    >>> model = convkit.create_model("lenet5", num_classes=3).eval()
+    >>> values, indices = top_classes(model, torch.zeros(2, 1, 32, 32, dtype=torch.uint8), top=2)
+    >>> values.shape, indices.shape
+    (torch.Size([2, 2]), torch.Size([2, 2]))
+    """
+    from convkit.models.reference import model_cfg
+
+    cfg = model_cfg(model)
+    x = cfg.normalize(images)
+    logits = model(x).float()
+    if cfg.tta:  # trained with flips: averaged with the mirror image, as evaluated in training
+        logits = (logits + model(x.flip(-1)).float()) / 2
+    probs = logits.softmax(1).cpu()
+    return probs.topk(min(top, probs.shape[1]), dim=1)
