@@ -19,9 +19,11 @@ EXAMPLES = {
 
 def cmd_export(args: argparse.Namespace) -> int:
     from convkit.export.formats import check_export, export_model
+    from convkit.models.reference import resolve_model
 
-    result = export_model(args.source, args.format, args.output, exporter=args.exporter)
-    check = None if args.no_check else check_export(result, args.source)
+    model = resolve_model(args.source)  # read once: the export and its check use the same module
+    result = export_model(model, args.format, args.output, exporter=args.exporter)
+    check = None if args.no_check else check_export(result, model)
     if args.json:
         print_json({**result.to_dict(), "check": check})
     else:

@@ -260,7 +260,8 @@ def check_export(result: ExportResult, source, images: int = 3) -> dict:
     """Runs the exported file and the PyTorch graph on the same noise and compares every output.
 
     The batch is `images` (not the export's example batch, so a dynamic batch axis is exercised); the fixed-batch
-    graphs (torchvision's detectors) get one image.
+    graphs (torchvision's detectors) get one image. `source` is what `export_model` took; pass the loaded module
+    to both so that the checkpoint is read once.
 
     Returns:
         ``{"runtime": "onnxruntime" | "torch.jit" | "torch.export", "images", "max_abs_diff", "max_abs_output",
