@@ -1,31 +1,17 @@
 """benchmarks/bench_detect.py, run in-process on tiny settings: the JSON it prints and writes has its layout."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_detect", ROOT / "benchmarks" / "bench_detect.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _fraction(x) -> bool:
-    return isinstance(x, float) and 0.0 <= x <= 1.0
+from helpers import fraction, load_benchmark
 
 
 @pytest.mark.slow  # 15-30 s on 2 shared cores: six tiny Faster R-CNN and YOLO steps, imports, evaluations
 def test_bench_detect_smoke(tmp_path, capsys):
     out = tmp_path / "r" / "detect.json"
-    result = _bench().main(["--minutes", "0.001", "--detectors", "yolo", "--probe-steps", "1", "--speed-steps", "1",
-                            "--limit", "16", "--test-limit", "8", "--batch", "8", "--out", str(out)])
+    result = load_benchmark("bench_detect").main(["--minutes", "0.001", "--detectors", "yolo", "--probe-steps", "1",
+                                                  "--speed-steps", "1", "--limit", "16", "--test-limit", "8", "--batch", "8", "--out", str(out)])
     assert json.loads(capsys.readouterr().out) == json.loads(out.read_text()) == json.loads(json.dumps(result))
     for key in ("args", "threads", "torch", "torchvision", "cpu", "machine", "data", "detectors", "fasterrcnn_speed",
                 "wall_seconds"):
@@ -36,11 +22,11 @@ def test_bench_detect_smoke(tmp_path, capsys):
     assert yolo["epochs"] == 1 and yolo["probe"]["steps"] == 1 and yolo["epochs_done"] == yolo["epochs"] == len(yolo["history"])
     assert yolo["probe"]["images_per_s"] > 0 and yolo["train_images"] == 16 and yolo["val_images"] == 8
     for part in ("final", "best"):
-        assert _fraction(yolo[part]["map50"]) and _fraction(yolo[part]["map"]), yolo[part]
-    assert _fraction(yolo["max_map50"])
+        assert fraction(yolo[part]["map50"]) and fraction(yolo[part]["map"]), yolo[part]
+    assert fraction(yolo["max_map50"])
     for row in yolo["history"]:
         assert set(row) >= {"epoch", "elapsed_s", "train_s", "wall_s", "test_map50", "test_map"}
-        assert _fraction(row["test_map50"]) and _fraction(row["test_map"])
+        assert fraction(row["test_map50"]) and fraction(row["test_map"])
         assert 0 < row["train_s"] <= row["wall_s"]
     assert yolo["seconds"]["wall"] >= yolo["seconds"]["fit_wall"] > 0
     coco = yolo["evaluate_detector"]["coco"]

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from helpers import one_and_two_processes
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from safetensors.torch import load_file
@@ -225,25 +226,15 @@ def test_summary_of_a_trained_detector_has_its_parts_and_report_and_explain_say_
 def test_a_detector_under_torchrun_with_two_processes_matches_one_process(tmp_path):
     """YOLO v1 on lenet5 (no batch norm, no dropout: each rank's statistics would differ by design); the batch
     of 21 splits unevenly (11 + 10) to check that each rank's targets follow its slice of the images."""
-    import subprocess
-    import sys
-
     write_scenes(tmp_path / "scenes", train=63, val=8)  # files (a folder named like the built-in set wins)
     args = ["train", "--task", "detect", "--backbone", "lenet5", "--data", "scenes", "--epochs", "1", "--batch-size",
             "21", "--threads", "1", "--quiet", "--runs-dir", "runs", "--optimizer", "sgd", "--lr", "0.002"]  # SGD: Adam turns float noise in near-zero gradients into steps of the learning rate
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-                          "convkit", *args, "--name", "two"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "cpu x2" in two.stdout and "63 images" in two.stdout
-    one = subprocess.run([sys.executable, "-m", "convkit", *args, "--name", "one"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    a = load_file(str(tmp_path / "runs" / "one" / "last.safetensors"))
-    b = load_file(str(tmp_path / "runs" / "two" / "last.safetensors"))
+    runs = one_and_two_processes(tmp_path, args)
+    assert "cpu x2" in runs["stdout"] and "63 images" in runs["stdout"]
+    a, b = runs["one"], runs["two"]
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
     # the loss terms of the epoch, summed over both ranks, are the one process's
-    rows_one = (tmp_path / "runs" / "one" / "metrics.csv").read_text().splitlines()
-    rows_two = (tmp_path / "runs" / "two" / "metrics.csv").read_text().splitlines()
+    rows_one, rows_two = runs["rows_one"], runs["rows_two"]
     assert [r.split(",")[:7] for r in rows_one] == [r.split(",")[:7] for r in rows_two]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_and_two_processes
 from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import confusion_matrix as sk_confusion
@@ -232,26 +233,15 @@ def test_animate_takes_a_segmenters_transposed_convolution_by_name(tmp_path, cap
 def test_a_segmenter_under_torchrun_with_two_processes_matches_one_process(tmp_path):
     """FCN-8s on lenet5 (no batch norm, no dropout: each rank's statistics would differ by design); the batch of 21
     splits unevenly (11 + 10) to check that each rank's masks follow its slice of the images."""
-    import subprocess
-    import sys
-
-    from safetensors.torch import load_file as read
-
     write_segmentation_folder(tmp_path / "folder", scenes_segmentation("val").subset(range(70)))
     args = ["train", "--task", "segment", "fcn8s", "--backbone", "lenet5", "--data", "folder", "--epochs", "1",
             "--batch-size", "21", "--threads", "1", "--quiet", "--runs-dir", "runs", "--optimizer", "sgd",
             "--lr", "0.01"]  # SGD: Adam turns float noise in near-zero gradients into steps of the learning rate
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-                          "convkit", *args, "--name", "two"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "cpu x2" in two.stdout and "63 images" in two.stdout
-    one = subprocess.run([sys.executable, "-m", "convkit", *args, "--name", "one"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    a, b = read(str(tmp_path / "runs" / "one" / "last.safetensors")), read(str(tmp_path / "runs" / "two" / "last.safetensors"))
+    runs = one_and_two_processes(tmp_path, args)
+    assert "cpu x2" in runs["stdout"] and "63 images" in runs["stdout"]
+    a, b = runs["one"], runs["two"]
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
-    rows_one = (tmp_path / "runs" / "one" / "metrics.csv").read_text().splitlines()
-    rows_two = (tmp_path / "runs" / "two" / "metrics.csv").read_text().splitlines()
+    rows_one, rows_two = runs["rows_one"], runs["rows_two"]
     assert [r.split(",")[:5] for r in rows_one] == [r.split(",")[:5] for r in rows_two]
