@@ -133,14 +133,13 @@ def export_model(source, format: str = "onnx", out: str | os.PathLike | None = N
     out = Path(out)
     start = time.perf_counter()
     if format == "onnx":
-        used = _onnx(graph, model, meta, out, exporter, task, opset)
+        metadata = _onnx(graph, model, meta, out, exporter, task, opset)
     elif format == "torchscript":
-        used = _torchscript(graph, model, meta, out)
+        metadata = _torchscript(graph, model, meta, out)
     else:
-        used = _exported_program(graph, model, meta, out, task)
+        metadata = _exported_program(graph, model, meta, out, task)
     seconds = time.perf_counter() - start
-    return ExportResult(out, format, used, out.stat().st_size, seconds,
-                        export_metadata(model, meta, graph, format, used))
+    return ExportResult(out, format, metadata["exporter"], out.stat().st_size, seconds, metadata)
 
 
 def _why(err: BaseException) -> str:
@@ -158,7 +157,8 @@ def _axes(graph: ExportGraph) -> dict:
     return axes
 
 
-def _onnx(graph: ExportGraph, model, meta: dict, out: Path, exporter: str, task: str, opset: int) -> str:
+def _onnx(graph: ExportGraph, model, meta: dict, out: Path, exporter: str, task: str, opset: int) -> dict:
+    """Writes the ONNX file; the metadata written into it (naming the exporter that took the model)."""
     fallback = exporter == "auto" and task not in DETECTION_TASKS
     if exporter == "auto":
         exporter = "legacy"
@@ -190,7 +190,7 @@ def _onnx(graph: ExportGraph, model, meta: dict, out: Path, exporter: str, task:
         entry.key, entry.value = key, value
     proto.doc_string = f"convkit {metadata['name']} ({metadata['task']}), exported with torch's {exporter} exporter"
     atomic_write(out, lambda tmp: onnx.save_model(proto, tmp))
-    return exporter
+    return metadata
 
 
 def _onnx_bytes(graph: ExportGraph, exporter: str, opset: int) -> bytes:
@@ -219,7 +219,7 @@ def _onnx_bytes(graph: ExportGraph, exporter: str, opset: int) -> bytes:
     return buffer.getvalue()
 
 
-def _torchscript(graph: ExportGraph, model, meta: dict, out: Path) -> str:
+def _torchscript(graph: ExportGraph, model, meta: dict, out: Path) -> dict:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
@@ -227,16 +227,17 @@ def _torchscript(graph: ExportGraph, model, meta: dict, out: Path) -> str:
         except Exception as err:
             raise ExportError(f"{model_name(model.model_cfg)}: torch.jit.trace failed ({_why(err)}"
                               f"); try --format onnx") from err
-    extra = {"convkit.json": json.dumps(export_metadata(model, meta, graph, "torchscript", "trace"))}
+    metadata = export_metadata(model, meta, graph, "torchscript", "trace")
+    extra = {"convkit.json": json.dumps(metadata)}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save: TorchScript is deprecated (still read widely)
         torch.jit.save(traced, buffer, _extra_files=extra)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-    return "trace"
+    return metadata
 
 
-def _exported_program(graph: ExportGraph, model, meta: dict, out: Path, task: str) -> str:
+def _exported_program(graph: ExportGraph, model, meta: dict, out: Path, task: str) -> dict:
     from torch.export import Dim
 
     axes = _axes(graph)
@@ -249,11 +250,12 @@ def _exported_program(graph: ExportGraph, model, meta: dict, out: Path, task: st
         raise ExportError(f"{model_name(model.model_cfg)}: torch.export cannot capture this {task} model "
                           f"({_why(err)}); "
                           "try --format onnx") from err
-    extra = {"convkit.json": json.dumps(export_metadata(model, meta, graph, "exported-program", "torch.export"))}
+    metadata = export_metadata(model, meta, graph, "exported-program", "torch.export")
+    extra = {"convkit.json": json.dumps(metadata)}
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files=extra)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-    return "torch.export"
+    return metadata
 
 
 def check_export(result: ExportResult, source, images: int = 3) -> dict:
